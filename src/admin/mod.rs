@@ -1,0 +1,1 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/proxy.pac`, `/ca.pem`.
