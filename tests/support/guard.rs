@@ -1,0 +1,1 @@
+//! Runs the real `egress-guard` binary for a test. (Filled in by the proxy core.)
