@@ -540,3 +540,86 @@ async fn resolve_args_pin_every_host_to_this_server() {
         assert_eq!(arg, &format!("{host}:443={}", up.addr()));
     }
 }
+
+/// The official Python SDKs (anthropic, openai, google-genai) drive the fake directly and accept
+/// every reply, JSON and streamed. Needs the SDKs installed, so it is opt-in:
+/// `pip install anthropic openai google-genai` then
+/// `EGRESS_GUARD_SDK_PYTHON=python3 cargo test --test upstream_selftest -- --ignored`.
+#[tokio::test]
+#[ignore = "needs the Python SDKs; see the doc comment"]
+async fn official_python_sdks_accept_the_replies() {
+    let up = FakeUpstream::start().await;
+    let python = std::env::var("EGRESS_GUARD_SDK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let base = format!("https://localhost:{}", up.addr().port());
+    let out = tokio::process::Command::new(python)
+        .arg("-c")
+        .arg(SDK_CHECK)
+        .arg(&base)
+        .env("SSL_CERT_FILE", up.ca_pem_path())
+        .env("REQUESTS_CA_BUNDLE", up.ca_pem_path())
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .output()
+        .await
+        .expect("run the Python SDK check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("SDKS OK"),
+        "SDK check failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(up.requests().len() >= 10);
+}
+
+/// Each call checks the text the SDK hands its user, so a malformed field fails loudly.
+const SDK_CHECK: &str = r##"import os, sys
+base = sys.argv[1]  # https://localhost:PORT
+import anthropic, openai
+a = anthropic.Anthropic(api_key="sk-ant-test", base_url=base, max_retries=0)
+m = a.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hello anthropic"}])
+assert m.content[0].text == "hello anthropic", m
+with a.messages.stream(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "streamed anthropic"}]) as s:
+    text = "".join(s.text_stream)
+    final = s.get_final_message()
+assert text == "streamed anthropic", text
+assert final.stop_reason == "end_turn", final
+n = a.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "x"}])
+assert n.input_tokens > 0
+o = openai.OpenAI(api_key="sk-test", base_url=base + "/v1", max_retries=0)
+c = o.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello openai"}])
+assert c.choices[0].message.content == "hello openai", c
+st = o.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "streamed openai"}], stream=True, stream_options={"include_usage": True})
+parts = []
+usage = None
+for ch in st:
+    if ch.choices and ch.choices[0].delta.content:
+        parts.append(ch.choices[0].delta.content)
+    if ch.usage: usage = ch.usage
+assert "".join(parts) == "streamed openai", parts
+assert usage and usage.total_tokens > 0
+r = o.responses.create(model="gpt-5", input="hello responses")
+assert r.output_text == "hello responses", r
+with o.responses.stream(model="gpt-5", input=[{"role": "user", "content": "streamed responses"}]) as rs:
+    deltas = [e.delta for e in rs if e.type == "response.output_text.delta"]
+    fr = rs.get_final_response()
+assert "".join(deltas) == "streamed responses", deltas
+assert fr.output_text == "streamed responses"
+assert len(o.models.list().data) > 0
+try:
+    o.get("/nope", cast_to=object)
+    raise SystemExit("404 expected")
+except openai.NotFoundError:
+    pass
+try:
+    from google import genai
+    from google.genai import types
+    g = genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=base))
+    gr = g.models.generate_content(model="gemini-2.5-pro", contents="hello gemini")
+    assert gr.text == "hello gemini", gr
+    gs = "".join(ch.text or "" for ch in g.models.generate_content_stream(model="gemini-2.5-pro", contents="streamed gemini"))
+    assert gs == "streamed gemini", gs
+except ImportError:
+    print("google-genai not installed; Gemini skipped")
+print("SDKS OK")
+"##;
