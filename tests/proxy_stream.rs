@@ -46,7 +46,10 @@ async fn sse_events_reach_the_client_while_the_upstream_is_still_holding_the_res
     let first = next_chunk(&mut stream).await.expect("first event");
     let first = String::from_utf8_lossy(&first).to_string();
     assert!(first.contains("message_start"), "{first}");
-    assert!(!first.contains("message_stop"), "only the first event so far");
+    assert!(
+        !first.contains("message_stop"),
+        "only the first event so far"
+    );
 
     gate.release();
     let mut rest = String::new();
@@ -97,16 +100,24 @@ async fn a_body_over_the_limit_is_refused_in_the_providers_shape_and_never_sent(
         .client()
         .post("https://api.openai.com/v1/chat/completions")
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .expect("answered");
     assert_eq!(response.status(), 413);
     let body: serde_json::Value =
         serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    assert_eq!(body["error"]["code"], "body_too_large", "OpenAI's shape: {body}");
+    assert_eq!(
+        body["error"]["code"], "body_too_large",
+        "OpenAI's shape: {body}"
+    );
 
-    assert!(upstream.requests().is_empty(), "nothing over the limit left");
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing over the limit left"
+    );
 
     // Under the limit still goes through.
     let response = guard
@@ -151,7 +162,10 @@ async fn sigterm_during_a_stream_lets_it_finish_then_exits_zero() {
     while let Some(chunk) = next_chunk(&mut stream).await {
         rest.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(rest.contains("message_stop"), "the stream completed: {rest}");
+    assert!(
+        rest.contains("message_stop"),
+        "the stream completed: {rest}"
+    );
 
     let status = guard.exit_status().await;
     assert_eq!(status.code(), Some(0), "clean stop");

@@ -54,7 +54,10 @@ async fn the_minted_leaf_chains_to_our_ca_which_is_name_constrained() {
     // A TLS client trusting only our CA completes the handshake: the leaf chains to it.
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&guard.ca_pem())));
     let name = rustls_pki_types::ServerName::try_from("api.anthropic.com").expect("name");
-    let tls = connector.connect(name, stream).await.expect("handshake with our leaf");
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .expect("handshake with our leaf");
     let leaf_der = tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec();
 
     let (_, leaf) = X509Certificate::from_der(&leaf_der).expect("leaf parses");
@@ -94,13 +97,26 @@ async fn the_minted_leaf_chains_to_our_ca_which_is_name_constrained() {
             _ => None,
         })
         .collect();
-    for needed in ["anthropic.com", "openai.com", "generativelanguage.googleapis.com"] {
-        assert!(permitted.iter().any(|p| p == needed), "{needed} in {permitted:?}");
+    for needed in [
+        "anthropic.com",
+        "openai.com",
+        "generativelanguage.googleapis.com",
+    ] {
+        assert!(
+            permitted.iter().any(|p| p == needed),
+            "{needed} in {permitted:?}"
+        );
     }
     for never in ["com", "googleapis.com", "amazonaws.com", "azure.com"] {
-        assert!(!permitted.iter().any(|p| p == never), "{never} must not be permitted");
+        assert!(
+            !permitted.iter().any(|p| p == never),
+            "{never} must not be permitted"
+        );
     }
-    let excluded = constraints.1.excluded_subtrees.expect("IP addresses excluded");
+    let excluded = constraints
+        .1
+        .excluded_subtrees
+        .expect("IP addresses excluded");
     assert!(excluded
         .iter()
         .any(|s| matches!(s.base, GeneralName::IPAddress(_))));
@@ -120,7 +136,10 @@ async fn a_host_outside_the_constraints_cannot_be_intercepted() {
     let mut body = vec![0u8; 4096];
     let n = stream.read(&mut body).await.expect("error body");
     let body = String::from_utf8_lossy(&body[..n]);
-    assert!(body.contains("outside the local CA's name constraints"), "{body}");
+    assert!(
+        body.contains("outside the local CA's name constraints"),
+        "{body}"
+    );
     assert!(upstream.requests().is_empty());
 }
 
@@ -200,7 +219,10 @@ async fn an_upstream_we_cannot_verify_gets_nothing_and_the_client_gets_a_502() {
     assert_eq!(body["error"]["type"], "api_error");
     let message = body["error"]["message"].as_str().expect("message");
     assert!(message.contains("not trusted"), "{message}");
-    assert!(untrusted.requests().is_empty(), "nothing reached the untrusted upstream");
+    assert!(
+        untrusted.requests().is_empty(),
+        "nothing reached the untrusted upstream"
+    );
 }
 
 /// `reqwest` without its `json` feature: parse the body ourselves.

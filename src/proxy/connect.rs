@@ -30,7 +30,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     tracing::debug!(%host, port, ?route, "CONNECT");
     match route {
         Route::Deny => {
-            metrics().tunnels_total.with_label_values(&["refused"]).inc();
+            metrics()
+                .tunnels_total
+                .with_label_values(&["refused"])
+                .inc();
             forward::reply(
                 provider,
                 ErrorReply::new(
@@ -59,9 +62,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                                 return;
                             }
                         };
-                        let tls = match TlsAcceptor::from(tls)
-                            .accept(TokioIo::new(upgraded))
-                            .await
+                        let tls = match TlsAcceptor::from(tls).accept(TokioIo::new(upgraded)).await
                         {
                             Ok(tls) => tls,
                             Err(error) => {
@@ -82,7 +83,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             }
             Err(error) => {
                 tracing::warn!(%error, "refusing to intercept");
-                metrics().tunnels_total.with_label_values(&["refused"]).inc();
+                metrics()
+                    .tunnels_total
+                    .with_label_values(&["refused"])
+                    .inc();
                 forward::reply(
                     provider,
                     ErrorReply::new(StatusCode::FORBIDDEN, "cannot_intercept", error.to_string()),
@@ -108,7 +112,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                     );
                 }
             };
-            metrics().tunnels_total.with_label_values(&["relayed"]).inc();
+            metrics()
+                .tunnels_total
+                .with_label_values(&["relayed"])
+                .inc();
             let on_upgrade = hyper::upgrade::on(req);
             let stop = shared.shutdown.clone();
             let span = tracing::info_span!("tunnel", %host, port);

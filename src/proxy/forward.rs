@@ -219,7 +219,9 @@ async fn intercept_inner(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            shared.tracker.spawn(relay_upgraded(client_upgrade, upstream_upgrade));
+            shared
+                .tracker
+                .spawn(relay_upgraded(client_upgrade, upstream_upgrade));
             let (mut head, _) = response.into_parts();
             hop::strip(&mut head.headers, true);
             if let Some(decision) = decision {
@@ -278,7 +280,10 @@ fn upstream_failed(
     dest: &Destination,
     decision: crate::audit::DecisionId,
 ) -> Response<ProxyBody> {
-    reply(provider, failure.into_reply(&dest.host).with_decision(decision))
+    reply(
+        provider,
+        failure.into_reply(&dest.host).with_decision(decision),
+    )
 }
 
 pub fn reply(provider: Provider, reply: ErrorReply) -> Response<ProxyBody> {
@@ -323,10 +328,17 @@ pub async fn relay_plain(
         }
     };
     let request = Request::from_parts(parts, incoming.map_err(Into::into).boxed_unsync());
-    let sent = tokio::time::timeout(shared.config.response_timeout, shared.client.request(request)).await;
+    let sent = tokio::time::timeout(
+        shared.config.response_timeout,
+        shared.client.request(request),
+    )
+    .await;
     match sent {
         Ok(Ok(response)) => {
-            metrics().tunnels_total.with_label_values(&["relayed"]).inc();
+            metrics()
+                .tunnels_total
+                .with_label_values(&["relayed"])
+                .inc();
             let (mut head, incoming) = response.into_parts();
             hop::strip(&mut head.headers, false);
             Response::from_parts(head, body::relay(incoming, None))

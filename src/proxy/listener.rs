@@ -80,8 +80,11 @@ where
 async fn serve<I, S>(shared: &Shared, io: I, service: S)
 where
     I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Send
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
 {
