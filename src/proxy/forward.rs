@@ -127,6 +127,9 @@ async fn intercept_inner(
     };
 
     hop::strip(&mut parts.headers, upgrade);
+    // The body is already here (the client got its `100 Continue` from us when we read it);
+    // asking the upstream to confirm again would only add a round trip.
+    parts.headers.remove(header::EXPECT);
     // The upstream client writes `Host` from the destination; the client's own value named the
     // proxy (base-URL mode) or duplicates the authority.
     parts.headers.remove(header::HOST);
