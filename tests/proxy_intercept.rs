@@ -219,3 +219,50 @@ async fn a_large_response_streams_back_byte_exact() {
         "the proxied bytes equal the upstream's own"
     );
 }
+
+#[tokio::test]
+async fn base_url_mode_also_speaks_cleartext_http2() {
+    let upstream = FakeUpstream::start().await;
+    let guard = guard_for(&upstream).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("{}/anthropic/v1/messages", guard.proxy_url()))
+        .header("content-type", "application/json")
+        .body(MESSAGE)
+        .send()
+        .await
+        .expect("h2c base-URL request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), Version::HTTP_2);
+    decision(&response);
+    assert_eq!(upstream.last_request().expect("seen").path, "/v1/messages");
+}
+
+#[tokio::test]
+async fn a_plain_http_request_to_a_host_we_do_not_inspect_is_relayed_unstamped() {
+    let plain = FakeUpstream::start_plain().await;
+    let mut args = Vec::new();
+    for pin in plain.resolve_args() {
+        args.push("--resolve".to_string());
+        args.push(pin);
+    }
+    let guard = Guard::start(&args);
+    let response = guard
+        .client()
+        .post("http://tunnel.example.test/echo")
+        .body("plain and untouched")
+        .send()
+        .await
+        .expect("relayed");
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("x-egress-guard-decision"));
+    assert_eq!(response.text().await.expect("body"), "plain and untouched");
+    assert_eq!(
+        plain.last_request().expect("seen").host,
+        "tunnel.example.test"
+    );
+}

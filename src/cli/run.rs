@@ -259,6 +259,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let gate = settings.gate();
         let proxy = Proxy::start(settings.proxy.clone(), gate).await?;
         announce(&proxy);
+        tracing::info!(
+            "point agents at it with `eval \"$(egress-guard env)\"` or `egress-guard exec -- CMD`; \
+             base URLs: http://{}/anthropic, /openai, /gemini",
+            proxy.proxy_addr
+        );
         let stop = proxy.shutdown_token();
         let grace = settings.proxy.drain_timeout;
         tokio::spawn(async move {
@@ -295,9 +300,12 @@ pub fn announce(proxy: &Proxy) {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in a log file or a test's captured stderr.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
