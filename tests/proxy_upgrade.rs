@@ -12,9 +12,9 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use support::guard::Guard;
+use support::guard::{wire, Guard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// An HTTP/1.1-only TLS upstream for api.openai.com that accepts upgrades and echoes bytes.
 struct EchoUpgradeServer {
@@ -98,20 +98,6 @@ async fn echo_upgrade_server() -> EchoUpgradeServer {
     EchoUpgradeServer { addr, ca_pem, task }
 }
 
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).await.expect("read"),
-            1,
-            "closed early"
-        );
-        head.push(byte[0]);
-    }
-    String::from_utf8_lossy(&head).to_string()
-}
-
 #[tokio::test]
 async fn an_upgrade_passes_the_gate_then_relays_both_ways() {
     let server = echo_upgrade_server().await;
@@ -121,33 +107,10 @@ async fn an_upgrade_passes_the_gate_then_relays_both_ways() {
         &[],
     );
 
-    let mut tcp = TcpStream::connect(guard.proxy).await.expect("proxy");
-    tcp.write_all(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
-        .await
-        .expect("CONNECT");
-    assert!(read_head(&mut tcp).await.starts_with("HTTP/1.1 200"));
-
-    let mut roots = rustls::RootCertStore::empty();
-    let ours: Vec<rustls_pki_types::CertificateDer> =
-        rustls_pki_types::pem::PemObject::pem_slice_iter(&guard.ca_pem())
-            .collect::<Result<_, _>>()
-            .expect("our CA");
-    roots.add_parsable_certificates(ours);
-    let mut client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("api.openai.com").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("TLS with our leaf");
+    let (head, tunnel) = wire::connect(guard.proxy, "api.openai.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Upgrades are an HTTP/1.1 mechanism: offer only that.
+    let mut tls = wire::tls(tunnel, "api.openai.com", &guard.ca_pem(), &[b"http/1.1"]).await;
 
     tls.write_all(
         b"GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: api.openai.com\r\n\
@@ -155,7 +118,7 @@ async fn an_upgrade_passes_the_gate_then_relays_both_ways() {
     )
     .await
     .expect("upgrade request");
-    let head = read_head(&mut tls).await.to_ascii_lowercase();
+    let head = wire::read_head(&mut tls).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("x-egress-guard-decision: "), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
