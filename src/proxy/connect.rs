@@ -17,6 +17,9 @@ use crate::act::reply::ErrorReply;
 use crate::admin::metrics::metrics;
 use crate::inspect::Provider;
 
+/// How long a client may take to start TLS inside an intercepted tunnel.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let Some((host, port)) = req
         .uri()
@@ -62,8 +65,18 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                                 return;
                             }
                         };
-                        let tls = match TlsAcceptor::from(tls).accept(TokioIo::new(upgraded)).await
-                        {
+                        // A client that opens the tunnel but never starts TLS must not hold a
+                        // task (or a drain) forever.
+                        let handshake = TlsAcceptor::from(tls).accept(TokioIo::new(upgraded));
+                        let handshake = tokio::select! {
+                            done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => done,
+                            _ = task_shared.shutdown.cancelled() => return,
+                        };
+                        let Ok(handshake) = handshake else {
+                            tracing::info!("client never completed the TLS handshake");
+                            return;
+                        };
+                        let tls = match handshake {
                             Ok(tls) => tls,
                             Err(error) => {
                                 // Usually a client that does not trust our CA yet: say how to fix.
