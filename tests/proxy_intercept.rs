@@ -145,6 +145,13 @@ async fn base_url_mode_sends_prefixed_paths_to_the_real_api_host() {
         .await
         .expect("answered");
     assert_eq!(lost.status(), 404);
+    let body: serde_json::Value =
+        serde_json::from_slice(&lost.bytes().await.expect("body")).expect("JSON");
+    assert_eq!(body["error"]["code"], "unknown_base_url", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("/anthropic"));
 }
 
 #[tokio::test]

@@ -26,7 +26,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
         .authority()
         .map(|a| (a.host().to_ascii_lowercase(), a.port_u16().unwrap_or(443)))
     else {
-        return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+        return not_for_a_provider(
+            StatusCode::BAD_REQUEST,
+            "bad_connect",
+            "egress-guard: CONNECT needs host:port",
+        );
     };
     let provider = Provider::from_host(&host);
     let route = shared.gate.route(&host, port);
@@ -161,8 +165,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     }
 }
 
-pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(text));
-    *response.status_mut() = status;
-    response
+/// An error about the request itself, before any provider is known: the generic (OpenAI-style)
+/// error shape, which most agents can display.
+pub fn not_for_a_provider(
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+) -> Response<ProxyBody> {
+    forward::reply(Provider::Generic, ErrorReply::new(status, code, message))
 }
