@@ -225,3 +225,29 @@ async fn a_config_file_sets_the_same_keys_and_flags_win() {
         .expect("answered");
     assert_eq!(response.status(), 413, "max-body from the file");
 }
+
+#[test]
+fn exec_points_the_command_at_a_running_proxy() {
+    let guard = Guard::start(&[]);
+    let data = guard.data_dir().to_str().expect("utf8").to_string();
+    let listen = guard.proxy.to_string();
+    let output = egress_guard(&[
+        "exec",
+        "--data-dir",
+        &data,
+        "--listen",
+        &listen,
+        "--",
+        "sh",
+        "-c",
+        "echo \"$HTTPS_PROXY|$NODE_EXTRA_CA_CERTS|$NO_PROXY\"",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout(&output).trim(),
+        format!(
+            "http://{listen}|{}|localhost,127.0.0.1,::1",
+            guard.ca_path.display()
+        )
+    );
+}
