@@ -166,6 +166,20 @@ async fn sigterm_during_a_stream_lets_it_finish_then_exits_zero() {
         "the listener is closed once stopping"
     );
 
+    // While draining: alive, but no longer ready (a load balancer stops sending).
+    let admin = guard.direct_client();
+    let ready = admin
+        .get(guard.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(ready.status(), 503);
+    let health = admin
+        .get(guard.admin_url("/healthz"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(health.status(), 200);
     gate.release();
     let mut rest = String::new();
     while let Some(chunk) = next_chunk(&mut stream).await {

@@ -259,6 +259,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let gate = settings.gate();
         let proxy = Proxy::start(settings.proxy.clone(), gate).await?;
         announce(&proxy);
+        if !proxy.proxy_addr.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {}, not loopback: anyone who can reach it can send traffic through \
+                 this proxy",
+                proxy.proxy_addr
+            );
+        }
         tracing::info!(
             "point agents at it with `eval \"$(egress-guard env)\"` or `egress-guard exec -- CMD`; \
              base URLs: http://{}/anthropic, /openai, /gemini",
