@@ -5,7 +5,7 @@
 mod support;
 
 use http::Version;
-use support::guard::Guard;
+use support::guard::{resolve_flags, Guard};
 use support::upstream::FakeUpstream;
 
 const MESSAGE: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hello from the proxy test"}]}"#;
@@ -157,12 +157,7 @@ async fn base_url_mode_sends_prefixed_paths_to_the_real_api_host() {
 #[tokio::test]
 async fn an_absolute_form_http_request_is_gated_and_forwarded() {
     let plain = FakeUpstream::start_plain().await;
-    let mut args = Vec::new();
-    for pin in plain.resolve_args() {
-        args.push("--resolve".to_string());
-        args.push(pin);
-    }
-    let guard = Guard::start(&args);
+    let guard = Guard::start(&resolve_flags(plain.resolve_args()));
 
     let response = guard
         .client()
@@ -252,12 +247,7 @@ async fn base_url_mode_also_speaks_cleartext_http2() {
 #[tokio::test]
 async fn a_plain_http_request_to_a_host_we_do_not_inspect_is_relayed_unstamped() {
     let plain = FakeUpstream::start_plain().await;
-    let mut args = Vec::new();
-    for pin in plain.resolve_args() {
-        args.push("--resolve".to_string());
-        args.push(pin);
-    }
-    let guard = Guard::start(&args);
+    let guard = Guard::start(&resolve_flags(plain.resolve_args()));
     let response = guard
         .client()
         .post("http://tunnel.example.test/echo")

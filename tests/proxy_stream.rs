@@ -23,14 +23,10 @@ async fn next_chunk(
         .map(|r| r.expect("chunk"))
 }
 
-#[tokio::test]
-async fn sse_events_reach_the_client_while_the_upstream_is_still_holding_the_rest() {
-    let upstream = FakeUpstream::start().await;
-    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
-    let gate = upstream.gate_next_stream();
-
-    // Bounded: a proxy that buffered the response would never even send its head.
-    let response = tokio::time::timeout(
+/// Starts a streamed Claude request through the guard. Bounded: a proxy that buffered the
+/// response would never even send its head while the upstream holds the rest.
+async fn start_stream(guard: &Guard) -> reqwest::Response {
+    tokio::time::timeout(
         PATIENCE,
         guard
             .client()
@@ -41,7 +37,16 @@ async fn sse_events_reach_the_client_while_the_upstream_is_still_holding_the_res
     )
     .await
     .expect("the response head must arrive while the upstream is still streaming")
-    .expect("stream starts");
+    .expect("stream starts")
+}
+
+#[tokio::test]
+async fn sse_events_reach_the_client_while_the_upstream_is_still_holding_the_rest() {
+    let upstream = FakeUpstream::start().await;
+    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
+    let gate = upstream.gate_next_stream();
+
+    let response = start_stream(&guard).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-egress-guard-decision"));
     let mut stream = response.bytes_stream();
@@ -142,18 +147,7 @@ async fn sigterm_during_a_stream_lets_it_finish_then_exits_zero() {
     let mut guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
     let gate = upstream.gate_next_stream();
 
-    let response = tokio::time::timeout(
-        PATIENCE,
-        guard
-            .client()
-            .post("https://api.anthropic.com/v1/messages")
-            .header("content-type", "application/json")
-            .body(STREAMING)
-            .send(),
-    )
-    .await
-    .expect("the response head arrives while the upstream holds the rest")
-    .expect("stream starts");
+    let response = start_stream(&guard).await;
     let mut stream = response.bytes_stream();
     let first = next_chunk(&mut stream).await.expect("first event");
     assert!(String::from_utf8_lossy(&first).contains("message_start"));

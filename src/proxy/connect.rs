@@ -62,12 +62,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                 let task_shared = shared.clone();
                 shared.tracker.spawn(
                     async move {
-                        let upgraded = match on_upgrade.await {
-                            Ok(upgraded) => upgraded,
-                            Err(error) => {
-                                tracing::debug!(%error, "CONNECT was not upgraded");
-                                return;
-                            }
+                        let Some(upgraded) = tunnel_opened(on_upgrade).await else {
+                            return;
                         };
                         // A client that opens the tunnel but never starts TLS must not hold a
                         // task (or a drain) forever.
@@ -138,12 +134,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             let span = tracing::info_span!("tunnel", %host, port);
             shared.tracker.spawn(
                 async move {
-                    let upgraded = match on_upgrade.await {
-                        Ok(upgraded) => upgraded,
-                        Err(error) => {
-                            tracing::debug!(%error, "CONNECT was not upgraded");
-                            return;
-                        }
+                    let Some(upgraded) = tunnel_opened(on_upgrade).await else {
+                        return;
                     };
                     let mut client = TokioIo::new(upgraded);
                     let mut upstream = upstream;
@@ -161,6 +153,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                 .instrument(span),
             );
             Response::new(body::empty())
+        }
+    }
+}
+
+/// The client's side of the tunnel, once our `200` has gone out.
+async fn tunnel_opened(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<hyper::upgrade::Upgraded> {
+    match on_upgrade.await {
+        Ok(upgraded) => Some(upgraded),
+        Err(error) => {
+            tracing::debug!(%error, "CONNECT was not upgraded");
+            None
         }
     }
 }

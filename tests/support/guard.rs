@@ -86,11 +86,7 @@ impl Guard {
 
     /// Started against a fake upstream: `--resolve` pins and `--upstream-ca`, plus `extra` args.
     pub fn for_upstream(resolve: Vec<String>, upstream_ca: &Path, extra: &[&str]) -> Guard {
-        let mut args = Vec::new();
-        for pin in resolve {
-            args.push("--resolve".to_string());
-            args.push(pin);
-        }
+        let mut args = resolve_flags(resolve);
         args.push("--upstream-ca".to_string());
         args.push(upstream_ca.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -191,6 +187,13 @@ impl Guard {
             .expect("waiter thread")
             .expect("wait for egress-guard")
     }
+}
+
+/// `--resolve PIN` for each pin.
+pub fn resolve_flags(pins: Vec<String>) -> Vec<String> {
+    pins.into_iter()
+        .flat_map(|pin| ["--resolve".to_string(), pin])
+        .collect()
 }
 
 impl Drop for Guard {
