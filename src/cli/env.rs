@@ -157,7 +157,8 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         return Ok(exit_code(status));
     }
 
-    super::run::init_logging();
+    // The command's own output is what the user is watching: only problems from us.
+    super::run::init_logging("warn");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let gate = settings.gate();

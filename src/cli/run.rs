@@ -247,7 +247,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
-    init_logging();
+    init_logging("info");
     if let Some(policy) = &settings.policy {
         tracing::warn!(
             policy = %policy.display(),
@@ -304,9 +304,10 @@ pub fn announce(proxy: &Proxy) {
     );
 }
 
-pub fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (e.g. `egress_guard=debug`), else at `default`.
+pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Colours only for a person at a terminal, never in a log file or a test's captured stderr.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
