@@ -25,6 +25,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
 
 pub mod dict;
+pub mod gitleaks;
 pub mod normalize;
 pub mod placeholder;
 pub mod rules;
