@@ -41,8 +41,10 @@ pub fn is_placeholder(value: &[u8]) -> bool {
     if MARKERS.iter().any(|m| contains(&lower, m)) {
         return true;
     }
-    // One character repeated, or a run of 8 identical characters in the body.
-    if longest_run(value) >= 8.min(value.len()) {
+    // One character repeated over at least half the value (`ghp_0000...`). Not any long run:
+    // some real formats carry one (Dropbox and Twitter tokens have `AAAAAAAAAAA` inside).
+    let run = longest_run(value);
+    if run >= 8.min(value.len()) && run * 2 >= value.len() {
         return true;
     }
     // Very low variety: e.g. `abababababab`, `0101010101`.
