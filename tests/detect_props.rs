@@ -65,7 +65,7 @@ proptest! {
     ) {
         let mut obfuscated: Vec<char> = key.chars().collect();
         let mut cuts = cuts;
-        cuts.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        cuts.sort_unstable_by_key(|cut| std::cmp::Reverse(cut.0));
         for (at, which) in cuts {
             obfuscated.insert(at, INVISIBLE[which]);
         }
