@@ -572,6 +572,53 @@ async fn official_python_sdks_accept_the_replies() {
     assert!(up.requests().len() >= 10);
 }
 
+/// A coding agent (Claude Code, Codex CLI, Gemini CLI, ...) run against the fake directly.
+/// `EGRESS_GUARD_AGENT_CMD` is a shell command; it gets `FAKE_BASE` (`https://localhost:PORT`) and
+/// `FAKE_CA` (the CA's PEM path) and must print `EGRESS_GUARD_AGENT_EXPECT`. Run it in a network
+/// namespace with only loopback so an agent's own telemetry cannot leave the machine:
+/// `unshare -n sh -c 'ip link set lo up && EGRESS_GUARD_AGENT_CMD=... target/debug/deps/upstream_selftest-* --ignored agent'`.
+/// Commands that passed (Claude Code 2.x, Codex CLI 0.171, Gemini CLI 0.61; expect `hello <agent>`):
+/// - `ANTHROPIC_BASE_URL=$FAKE_BASE ANTHROPIC_API_KEY=sk-ant-fake NODE_EXTRA_CA_CERTS=$FAKE_CA
+///   CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 claude -p "hello claude"`
+/// - `OPENAI_API_KEY=sk-fake SSL_CERT_FILE=$FAKE_CA codex exec --skip-git-repo-check
+///   -c model_provider=fake -c 'model_providers.fake={name="fake",base_url="'$FAKE_BASE'/v1",env_key="OPENAI_API_KEY",wire_api="responses"}'
+///   -m gpt-5 "hello codex"`
+/// - `GEMINI_CLI_TRUST_WORKSPACE=true GEMINI_API_KEY=fake GOOGLE_GEMINI_BASE_URL=$FAKE_BASE
+///   NODE_EXTRA_CA_CERTS=$FAKE_CA gemini -p "hello gemini"` (with `~/.gemini/settings.json`
+///   selecting `"security":{"auth":{"selectedType":"gemini-api-key"}}`)
+#[tokio::test]
+#[ignore = "needs an agent installed; see the doc comment"]
+async fn a_real_agent_accepts_the_replies() {
+    let cmd = std::env::var("EGRESS_GUARD_AGENT_CMD").expect("EGRESS_GUARD_AGENT_CMD");
+    let expect = std::env::var("EGRESS_GUARD_AGENT_EXPECT").expect("EGRESS_GUARD_AGENT_EXPECT");
+    let up = FakeUpstream::start().await;
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .env(
+            "FAKE_BASE",
+            format!("https://localhost:{}", up.addr().port()),
+        )
+        .env("FAKE_CA", up.ca_pem_path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run the agent");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let paths: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        out.status.success() && stdout.contains(&expect),
+        "agent failed ({})\nrequests: {paths:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    eprintln!("agent requests: {paths:?}");
+}
+
 /// Each call checks the text the SDK hands its user, so a malformed field fails loudly.
 const SDK_CHECK: &str = r##"import os, sys
 base = sys.argv[1]  # https://localhost:PORT

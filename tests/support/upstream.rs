@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -105,11 +105,23 @@ impl Drop for SseGate {
     }
 }
 
-#[derive(Default)]
 struct Shared {
+    /// Off for benchmarks, which would otherwise keep every body they send.
+    recording: AtomicBool,
     requests: Mutex<Vec<Recorded>>,
     gates: Mutex<VecDeque<Arc<GateInner>>>,
     ids: AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            recording: AtomicBool::new(true),
+            requests: Mutex::default(),
+            gates: Mutex::default(),
+            ids: AtomicU64::default(),
+        }
+    }
 }
 
 impl Shared {
@@ -267,6 +279,12 @@ impl FakeUpstream {
         lock(&self.shared.requests).clear();
     }
 
+    /// Turns recording of requests on (the default) or off. Benchmarks turn it off so memory
+    /// stays flat over thousands of large bodies.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, Ordering::Relaxed);
+    }
+
     /// Makes the NEXT streamed (SSE) response send its first event, then wait until
     /// [`SseGate::release`] before sending the rest. Gates queue up if called more than once.
     pub fn gate_next_stream(&self) -> SseGate {
@@ -403,7 +421,9 @@ async fn handle(
         version: parts.version,
         host,
     };
-    lock(&shared.requests).push(recorded.clone());
+    if shared.recording.load(Ordering::Relaxed) {
+        lock(&shared.requests).push(recorded.clone());
+    }
 
     let mut response = route(&parts.method, &recorded, &shared);
     response
