@@ -391,7 +391,12 @@ impl Scanner {
                         || whole.end() == window.end && window.end < text.len();
                 }
             }
-            let Some(span) = captures.get_group(rule.group) else {
+            // The rule's group, or (for a pattern whose alternatives each capture the value in
+            // their own group) the first group that took part in the match.
+            let Some(span) = captures
+                .get_group(rule.group)
+                .or_else(|| (1..captures.group_len()).find_map(|group| captures.get_group(group)))
+            else {
                 continue;
             };
             let span = span.start..span.end;
