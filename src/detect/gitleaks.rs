@@ -197,6 +197,7 @@ pub fn convert(text: &str) -> Result<Import, toml::de::Error> {
             severity: Severity::High,
             keywords: rule.keywords,
             always,
+            digits: None,
             pattern: regex,
             group,
             entropy: rule.entropy,

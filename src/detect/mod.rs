@@ -21,7 +21,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex_automata::Input;
 use serde::{Deserialize, Serialize};
 
 pub mod dict;
@@ -92,6 +93,8 @@ const MAX_DEPTH: usize = 3;
 /// Decoded bytes scanned again per top-level scan, in all: bounds the work an input made of
 /// nested encodings can cause.
 const MAX_DECODED: usize = 8 << 20;
+/// Rules whose longest match is longer than this search the whole input instead of windows.
+const MAX_WINDOW: usize = 4096;
 
 /// Scans bytes with a compiled rule set. Cheap to share (`Arc`), immutable once built.
 pub struct Scanner {
@@ -103,6 +106,9 @@ pub struct Scanner {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules with `always = true`: run on every input.
     always_rules: Vec<usize>,
+    /// Rules gated on digit runs: `(rule, digits needed)`, and the smallest of those counts.
+    digit_rules: Vec<(usize, usize)>,
+    min_digits: Option<usize>,
     terms: Vec<dict::TermDictionary>,
     exact: Vec<dict::ExactMatch>,
     /// Global override: report values failing their validator at this severity.
@@ -172,10 +178,14 @@ impl Scanner {
         let mut keywords: Vec<Vec<u8>> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         let mut always_rules = Vec::new();
+        let mut digit_rules = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
             if rule.spec.always {
                 always_rules.push(i);
                 continue;
+            }
+            if let Some(digits) = rule.spec.digits {
+                digit_rules.push((i, digits));
             }
             for keyword in &rule.keywords {
                 let slot = *keyword_index.entry(keyword.clone()).or_insert_with(|| {
@@ -195,6 +205,7 @@ impl Scanner {
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&keywords)
                     .map_err(|error| RuleError::File {
                         file: "policies/rules".into(),
@@ -211,6 +222,8 @@ impl Scanner {
             prefilter,
             keyword_rules,
             always_rules,
+            min_digits: digit_rules.iter().map(|&(_, n)| n).min(),
+            digit_rules,
             terms,
             exact,
             invalid_severity: None,
@@ -244,12 +257,10 @@ impl Scanner {
 
     /// Scans one layer: the input itself (folded if it needs it), then its decoded blobs.
     fn scan_layer(&self, input: &[u8], depth: usize, budget: &mut usize, out: &mut Vec<Finding>) {
-        let folded;
-        let (text, map): (&[u8], Option<&Folded>) = if Folded::needed(input) {
-            folded = Folded::new(input);
-            (&folded.text, Some(&folded))
-        } else {
-            (input, None)
+        let folded = Folded::new(input);
+        let (text, map): (&[u8], Option<&Folded>) = match &folded {
+            Some(folded) => (&folded.text, Some(folded)),
+            None => (input, None),
         };
         let to_original = |span: Range<usize>| match map {
             Some(folded) => folded.original(span),
@@ -277,20 +288,77 @@ impl Scanner {
     }
 
     /// Rules, dictionaries and exact-data match over plain (already folded) text.
+    ///
+    /// A rule runs only if one of its keywords (or, for `digits` rules, a long enough digit run)
+    /// occurs, and then only in windows around those hits as wide as its longest possible
+    /// match; rules whose matches are unbounded, or whose windows would cover most of the
+    /// input anyway, search the whole input once.
     fn scan_text(&self, text: &[u8], out: &mut Vec<Finding>) {
-        let mut triggered = vec![false; self.rules.len()];
+        let mut whole = vec![false; self.rules.len()];
         for &i in &self.always_rules {
-            triggered[i] = true;
+            whole[i] = true;
         }
+        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        let mut hit = |rule: usize, start: usize, end: usize, whole: &mut [bool]| {
+            if whole[rule] {
+                return;
+            }
+            match self.rules[rule].max_match {
+                Some(max) if max <= MAX_WINDOW => hits.push((rule, start, end)),
+                _ => whole[rule] = true,
+            }
+        };
         if let Some(prefilter) = &self.prefilter {
-            for hit in prefilter.find_overlapping_iter(text) {
-                for &i in &self.keyword_rules[hit.pattern().as_usize()] {
-                    triggered[i] = true;
+            for found in prefilter.find_overlapping_iter(text) {
+                for &i in &self.keyword_rules[found.pattern().as_usize()] {
+                    hit(i, found.start(), found.end(), &mut whole);
                 }
             }
         }
-        for (i, _) in triggered.iter().enumerate().filter(|(_, &on)| on) {
-            self.run_rule(i, text, out);
+        if let Some(min) = self.min_digits {
+            digit_runs(text, min, |start, end, digits| {
+                for &(i, needed) in &self.digit_rules {
+                    if digits >= needed {
+                        hit(i, start, end, &mut whole);
+                    }
+                }
+            });
+        }
+        hits.sort_unstable();
+        let mut windows: Vec<Range<usize>> = Vec::new();
+        for group in hits.chunk_by(|a, b| a.0 == b.0) {
+            let rule = group[0].0;
+            if whole[rule] {
+                continue;
+            }
+            let reach = self.rules[rule].max_match.unwrap_or(0);
+            windows.clear();
+            for &(_, start, end) in group {
+                let window = start.saturating_sub(reach)..end.saturating_add(reach).min(text.len());
+                match windows.last_mut() {
+                    Some(last) if window.start <= last.end => last.end = last.end.max(window.end),
+                    _ => windows.push(window),
+                }
+            }
+            let covered: usize = windows.iter().map(|w| w.len()).sum();
+            if covered * 2 > text.len() {
+                whole[rule] = true;
+                continue;
+            }
+            let first = out.len();
+            let mut cut = false;
+            for window in &windows {
+                cut |= self.run_rule(rule, text, window.clone(), out);
+            }
+            if cut {
+                // A match of an unbounded pattern touched a window's edge: it may be longer
+                // than the window let it be. Search the whole input for this rule instead.
+                out.truncate(first);
+                whole[rule] = true;
+            }
+        }
+        for (i, _) in whole.iter().enumerate().filter(|(_, &on)| on) {
+            self.run_rule(i, text, 0..text.len(), out);
         }
         for terms in &self.terms {
             terms.scan(text, out);
@@ -300,12 +368,38 @@ impl Scanner {
         }
     }
 
-    fn run_rule(&self, index: usize, text: &[u8], out: &mut Vec<Finding>) {
+    /// Runs one rule's regex over `window` of `text` (the text around it still counts for
+    /// `\b` and anchors) and keeps the values that pass the rule's checks. Returns whether a
+    /// match of a pattern without exact bounds touched an edge of the window (see
+    /// [`Rule::bounded`]).
+    fn run_rule(
+        &self,
+        index: usize,
+        text: &[u8],
+        window: Range<usize>,
+        out: &mut Vec<Finding>,
+    ) -> bool {
         let rule = &self.rules[index];
-        for captures in rule.regex.captures_iter(text) {
-            let Some(span) = rules::value_span(&captures, rule.group) else {
+        let Some(regex) = rule.regex() else {
+            return false;
+        };
+        let mut cut = false;
+        for captures in regex.captures_iter(Input::new(text).span(window.clone())) {
+            if !rule.bounded {
+                if let Some(whole) = captures.get_match() {
+                    cut |= whole.start() == window.start && window.start > 0
+                        || whole.end() == window.end && window.end < text.len();
+                }
+            }
+            // The rule's group, or (for a pattern whose alternatives each capture the value in
+            // their own group) the first group that took part in the match.
+            let Some(span) = captures
+                .get_group(rule.group)
+                .or_else(|| (1..captures.group_len()).find_map(|group| captures.get_group(group)))
+            else {
                 continue;
             };
+            let span = span.start..span.end;
             if let Some(severity) = self.judge(rule, &text[span.clone()]) {
                 out.push(Finding {
                     detector: self.ids[index].clone(),
@@ -315,6 +409,7 @@ impl Scanner {
                 });
             }
         }
+        cut
     }
 
     /// The order of `FORMAT.md`: length bounds, placeholder, allowlist, entropy, validator.
@@ -457,6 +552,68 @@ fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
         rules.extend(rules::parse_pack(&file, text)?);
     }
     Ok(rules)
+}
+
+fn is_digit_separator(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.')
+}
+
+/// Calls `found(start, end, digits)` for every run of at least `min` ASCII digits, single
+/// separators (space, dash, dot) allowed between them.
+///
+/// Probes every `min`-th byte: a qualifying run spans at least `min` bytes, so it covers a
+/// probe, and the sweep touches only a fraction of ordinary text.
+fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize)) {
+    let n = text.len();
+    let min = min.max(1);
+    let digit = |i: usize| text[i].is_ascii_digit();
+    let mut probe = min - 1;
+    let mut floor = 0;
+    while probe < n {
+        let at = if digit(probe) {
+            probe
+        } else if is_digit_separator(text[probe])
+            && probe > floor
+            && probe + 1 < n
+            && digit(probe - 1)
+            && digit(probe + 1)
+        {
+            probe + 1
+        } else {
+            probe += min;
+            continue;
+        };
+        let mut start = at;
+        loop {
+            if start > floor && digit(start - 1) {
+                start -= 1;
+            } else if start >= floor + 2 && is_digit_separator(text[start - 1]) && digit(start - 2)
+            {
+                start -= 2;
+            } else {
+                break;
+            }
+        }
+        let mut end = at + 1;
+        loop {
+            if end < n && digit(end) {
+                end += 1;
+            } else if end + 1 < n && is_digit_separator(text[end]) && digit(end + 1) {
+                end += 2;
+            } else {
+                break;
+            }
+        }
+        let digits = text[start..end]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
+        if digits >= min {
+            found(start, end, digits);
+        }
+        floor = end;
+        probe = end + min;
+    }
 }
 
 /// Shannon entropy of `value` in bits per byte.

@@ -18,12 +18,23 @@ use unicode_normalization::UnicodeNormalization;
 use super::validators::decode_base64;
 
 /// Input with invisible characters dropped and compatibility forms folded, plus the map from
-/// each output byte back to the original character it came from.
+/// the folded text back to the original bytes.
 #[derive(Debug)]
 pub struct Folded {
     pub text: Vec<u8>,
-    /// `origin[i]` is the original byte range of the character that produced `text[i]`.
-    origin: Vec<(usize, usize)>,
+    /// Pieces of `text` in order; offsets between pieces map back through [`Piece`].
+    pieces: Vec<Piece>,
+}
+
+/// `text[out..out + out_len]` came from `input[orig..orig + orig_len]`: byte for byte when
+/// `verbatim`, else as one folded character.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    out: usize,
+    orig: usize,
+    out_len: usize,
+    orig_len: usize,
+    verbatim: bool,
 }
 
 /// Characters that render as nothing (or reorder text) and so can hide inside a token.
@@ -39,53 +50,127 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
+/// Whether folding changes `c` (dropped, or NFKC maps it to something else).
+fn folds(c: char) -> bool {
+    if is_invisible(c) {
+        return true;
+    }
+    let mut folded = std::iter::once(c).nfkc();
+    !(folded.next() == Some(c) && folded.next().is_none())
+}
+
 impl Folded {
-    /// Whether folding could change `input` at all.
-    pub fn needed(input: &[u8]) -> bool {
-        !input.is_ascii()
+    /// The folded input, or `None` when folding would not change it (all ASCII, or only
+    /// characters that are already in their folded form: the common case for non-English text).
+    pub fn new(input: &[u8]) -> Option<Self> {
+        if !NonAscii::new(input).any(|(_, c, _)| c.is_some_and(folds)) {
+            return None;
+        }
+        let mut folded = Folded {
+            text: Vec::with_capacity(input.len()),
+            pieces: Vec::new(),
+        };
+        let mut verbatim_from = 0;
+        for (at, c, len) in NonAscii::new(input) {
+            let Some(c) = c.filter(|&c| folds(c)) else {
+                continue;
+            };
+            folded.verbatim(&input[verbatim_from..at], verbatim_from);
+            verbatim_from = at + len;
+            if is_invisible(c) {
+                continue;
+            }
+            let out = folded.text.len();
+            let mut buf = [0u8; 4];
+            for f in std::iter::once(c).nfkc() {
+                folded
+                    .text
+                    .extend_from_slice(f.encode_utf8(&mut buf).as_bytes());
+            }
+            folded.pieces.push(Piece {
+                out,
+                orig: at,
+                out_len: folded.text.len() - out,
+                orig_len: len,
+                verbatim: false,
+            });
+        }
+        folded.verbatim(&input[verbatim_from..], verbatim_from);
+        Some(folded)
     }
 
-    pub fn new(input: &[u8]) -> Self {
-        let mut text = Vec::with_capacity(input.len());
-        let mut origin = Vec::with_capacity(input.len());
-        let mut offset = 0;
-        for chunk in input.utf8_chunks() {
-            let valid = chunk.valid();
-            for (i, c) in valid.char_indices() {
-                let start = offset + i;
-                let end = start + c.len_utf8();
-                if c.is_ascii() {
-                    text.push(c as u8);
-                    origin.push((start, end));
-                } else if !is_invisible(c) {
-                    let mut buf = [0u8; 4];
-                    for folded in std::iter::once(c).nfkc() {
-                        for &b in folded.encode_utf8(&mut buf).as_bytes() {
-                            text.push(b);
-                            origin.push((start, end));
-                        }
-                    }
-                }
-            }
-            offset += valid.len();
-            for (i, &b) in chunk.invalid().iter().enumerate() {
-                text.push(b);
-                origin.push((offset + i, offset + i + 1));
-            }
-            offset += chunk.invalid().len();
+    fn verbatim(&mut self, bytes: &[u8], orig: usize) {
+        if bytes.is_empty() {
+            return;
         }
-        Folded { text, origin }
+        self.pieces.push(Piece {
+            out: self.text.len(),
+            orig,
+            out_len: bytes.len(),
+            orig_len: bytes.len(),
+            verbatim: true,
+        });
+        self.text.extend_from_slice(bytes);
+    }
+
+    fn piece(&self, at: usize) -> Option<&Piece> {
+        let index = self.pieces.partition_point(|p| p.out + p.out_len <= at);
+        self.pieces.get(index)
     }
 
     /// The original byte range that `span` of the folded text came from.
     pub fn original(&self, span: Range<usize>) -> Range<usize> {
-        if self.origin.is_empty() {
-            return 0..0;
-        }
-        let last = self.origin.len() - 1;
-        let start = self.origin[span.start.min(last)].0;
-        let end = self.origin[span.end.saturating_sub(1).min(last)].1;
+        let start = match self.piece(span.start) {
+            Some(p) if p.verbatim => p.orig + (span.start - p.out),
+            Some(p) => p.orig,
+            None => return 0..0,
+        };
+        let last = span.end.saturating_sub(1).max(span.start);
+        let end = match self.piece(last) {
+            Some(p) if p.verbatim => p.orig + (last - p.out) + 1,
+            Some(p) => p.orig + p.orig_len,
+            None => start,
+        };
         start..end.max(start)
+    }
+}
+
+/// The non-ASCII characters of `input`: `(offset, char or None for an invalid byte, length)`.
+/// Skips ASCII eight bytes at a time, so mostly-ASCII text costs little more than a memory read.
+struct NonAscii<'a> {
+    input: &'a [u8],
+    at: usize,
+}
+
+impl<'a> NonAscii<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        NonAscii { input, at: 0 }
+    }
+}
+
+impl Iterator for NonAscii<'_> {
+    type Item = (usize, Option<char>, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let input = self.input;
+        let mut i = self.at;
+        while i + 8 <= input.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&input[i..i + 8]);
+            if u64::from_ne_bytes(word) & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            i += 8;
+        }
+        let at = i + input.get(i..)?.iter().position(|&b| b >= 0x80)?;
+        let head = &input[at..input.len().min(at + 4)];
+        let c = head
+            .utf8_chunks()
+            .next()
+            .and_then(|chunk| chunk.valid().chars().next());
+        let len = c.map_or(1, char::len_utf8);
+        self.at = at + len;
+        Some((at, c, len))
     }
 }
 
@@ -106,8 +191,9 @@ const MIN_ESCAPES: usize = 3;
 
 const B64: u8 = 1;
 const HEX: u8 = 2;
-/// Byte classes for the blob sweep: one table lookup per byte, no allocation.
-const CLASS: [u8; 256] = {
+/// Byte classes for the blob sweep: one table lookup per byte, no allocation. A `static`, not a
+/// `const`, so that indexing it never copies the table.
+static CLASS: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut b = 0;
     while b < 256 {
@@ -123,49 +209,57 @@ const CLASS: [u8; 256] = {
     table
 };
 
+fn is_b64(b: u8) -> bool {
+    CLASS[b as usize] & B64 != 0
+}
+
 /// Encoded-looking runs in `input` that decode to text, at most `budget` decoded bytes in all.
+///
+/// Only every `MIN_BASE64`-th byte is probed: a run at least that long must cover a probe, so
+/// the sweep reads a fraction of ordinary text instead of every byte.
 pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
     let mut blobs = Vec::new();
-    let mut i = 0;
     let n = input.len();
-    while i < n {
-        if CLASS[input[i] as usize] & B64 == 0 {
-            i += 1;
+    let mut probe = MIN_BASE64 - 1;
+    let mut floor = 0;
+    while probe < n && *budget > 0 {
+        if !is_b64(input[probe]) {
+            probe += MIN_BASE64;
             continue;
         }
-        let start = i;
-        let mut all_hex = true;
-        while i < n {
-            let class = CLASS[input[i] as usize];
-            if class & B64 == 0 {
-                break;
-            }
-            all_hex &= class & HEX != 0;
-            i += 1;
+        let mut start = probe;
+        while start > floor && is_b64(input[start - 1]) {
+            start -= 1;
         }
-        let mut end = i;
-        if end - start < MIN_BASE64 || *budget == 0 {
-            continue;
-        }
-        while end < n && end - i < 2 && input[end] == b'=' {
+        let mut end = probe + 1;
+        while end < n && is_b64(input[end]) {
             end += 1;
         }
-        let run = &input[start..i];
+        floor = end;
+        probe = end + MIN_BASE64;
+        if end - start < MIN_BASE64 {
+            continue;
+        }
+        let run = &input[start..end];
+        let mut padded = end;
+        while padded < n && padded - end < 2 && input[padded] == b'=' {
+            padded += 1;
+        }
+        let all_hex = run.iter().all(|&b| CLASS[b as usize] & HEX != 0);
         let decoded = if all_hex && run.len() >= MIN_HEX && run.len() % 2 == 0 {
             decode_hex(run).filter(|d| looks_like_text(d))
         } else {
             None
         }
-        .or_else(|| decode_base64_text(&input[start..end]));
+        .or_else(|| decode_base64_text(&input[start..padded]));
         if let Some(mut decoded) = decoded {
             decoded.truncate(*budget);
             *budget -= decoded.len();
             blobs.push(Blob {
-                span: start..end,
+                span: start..padded,
                 decoded,
             });
         }
-        i = end;
     }
     find_percent_runs(input, budget, &mut blobs);
     blobs
@@ -211,7 +305,7 @@ fn find_percent_runs(input: &[u8], budget: &mut usize, blobs: &mut Vec<Blob>) {
     let is_url_byte =
         |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`');
     let mut from = 0;
-    while let Some(pos) = input[from..].iter().position(|&b| b == b'%') {
+    while let Some(pos) = memchr::memchr(b'%', &input[from..]) {
         let pos = from + pos;
         let mut start = pos;
         while start > 0 && is_url_byte(input[start - 1]) {
@@ -265,7 +359,7 @@ mod tests {
     #[test]
     fn zero_width_chars_are_dropped_and_map_back() {
         let input = "key=AB\u{200B}CD end".as_bytes();
-        let folded = Folded::new(input);
+        let folded = Folded::new(input).expect("needs folding");
         assert_eq!(folded.text, b"key=ABCD end");
         assert_eq!(folded.original(4..8), 4..11);
     }
@@ -273,9 +367,20 @@ mod tests {
     #[test]
     fn full_width_letters_fold_to_ascii() {
         let input = "ＡＫＩＡ".as_bytes();
-        let folded = Folded::new(input);
+        let folded = Folded::new(input).expect("needs folding");
         assert_eq!(folded.text, b"AKIA");
         assert_eq!(folded.original(0..4), 0..input.len());
+    }
+
+    #[test]
+    fn text_already_folded_is_left_alone() {
+        assert!(Folded::new("naïve café, 東京".as_bytes()).is_none());
+        assert!(Folded::new(b"plain").is_none());
+        let mixed = ["é\u{200B}x".as_bytes(), &[0xFF]].concat();
+        let folded = Folded::new(&mixed).expect("zero-width space");
+        assert_eq!(folded.text, ["éx".as_bytes(), &[0xFF]].concat());
+        assert_eq!(folded.original(0..folded.text.len()), 0..mixed.len());
+        assert_eq!(folded.original(2..3), 5..6);
     }
 
     #[test]

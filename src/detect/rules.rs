@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use regex_automata::meta;
+use regex_syntax::hir::Hir;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -59,6 +62,11 @@ pub struct RuleSpec {
     pub keywords: Vec<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub always: bool,
+    /// Instead of keywords: run only around runs of at least this many digits (single spaces,
+    /// dashes or dots between them allowed). For numbers with no keyword of their own (cards,
+    /// national ids): far cheaper than `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<usize>,
     pub pattern: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<usize>,
@@ -123,13 +131,24 @@ struct PackFile {
     rule: Vec<Spanned<RuleSpec>>,
 }
 
-/// A rule ready to run: the spec plus its compiled pattern, allowlist and validator.
-#[derive(Debug)]
+/// A rule ready to run: the spec plus its parsed pattern, allowlist and validator.
+///
+/// The pattern is parsed (and so checked) at load time but compiled only the first time the
+/// rule's keyword occurs: a start-up that compiled every rule's automata would cost more than
+/// scanning a whole source tree.
 pub struct Rule {
     pub spec: RuleSpec,
     /// Where it was defined, for error messages and `policy test` reports.
     pub origin: Origin,
-    pub regex: regex::bytes::Regex,
+    hir: Hir,
+    regex: OnceLock<Option<meta::Regex>>,
+    /// How far from a keyword hit a match can reach: the longest match the pattern can produce,
+    /// with each unbounded repetition (`\s*`, `+`) counted as [`UNBOUNDED_REACH`] bytes. The
+    /// regex searches just that window around each hit.
+    pub max_match: Option<usize>,
+    /// Whether `max_match` is exact. When it is not, a match touching its window's edge may be
+    /// cut short by it, and the scanner searches the whole input for that rule instead.
+    pub bounded: bool,
     pub group: usize,
     pub validator: Option<Validator>,
     pub allow_values: Vec<Vec<u8>>,
@@ -137,6 +156,35 @@ pub struct Rule {
     pub stopwords: Vec<Vec<u8>>,
     /// Lower-cased keywords, for the prefilter.
     pub keywords: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("id", &self.spec.id)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rule {
+    /// The compiled pattern, built on first use; `None` if it exceeds the engine's size limits
+    /// (then the rule never matches, and its own `match` cases say so).
+    pub fn regex(&self) -> Option<&meta::Regex> {
+        self.regex
+            .get_or_init(|| {
+                meta::Regex::builder()
+                    .configure(
+                        meta::Config::new()
+                            .utf8_empty(false)
+                            .nfa_size_limit(Some(16 << 20))
+                            .dfa_size_limit(Some(16 << 20)),
+                    )
+                    .build_from_hir(&self.hir)
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 /// File and line a rule was defined at.
@@ -239,6 +287,46 @@ fn invalid(origin: &Origin, rule: &str, msg: String) -> RuleError {
     }
 }
 
+/// What an unbounded repetition counts for in [`Rule::max_match`]: more than any realistic
+/// run of `\s*` between a key name and its value, and a window edge catches the rest.
+pub const UNBOUNDED_REACH: usize = 256;
+
+/// The longest match of `hir`, counting each unbounded repetition as [`UNBOUNDED_REACH`].
+fn capped_max_len(hir: &Hir) -> usize {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 0,
+        HirKind::Literal(literal) => literal.0.len(),
+        HirKind::Class(Class::Bytes(_)) => 1,
+        HirKind::Class(Class::Unicode(class)) => class.maximum_len().unwrap_or(4),
+        HirKind::Repetition(repetition) => {
+            let sub = capped_max_len(&repetition.sub);
+            match repetition.max {
+                Some(max) => sub.saturating_mul(max as usize),
+                None => sub
+                    .saturating_mul(repetition.min as usize)
+                    .saturating_add(UNBOUNDED_REACH.max(sub)),
+            }
+        }
+        HirKind::Capture(capture) => capped_max_len(&capture.sub),
+        HirKind::Concat(subs) => subs
+            .iter()
+            .map(capped_max_len)
+            .fold(0, usize::saturating_add),
+        HirKind::Alternation(subs) => subs.iter().map(capped_max_len).max().unwrap_or(0),
+    }
+}
+
+/// Parses a rule's pattern the way [`compile_regex`] compiles it (ASCII mode, bytes).
+pub(crate) fn parse_pattern(pattern: &str) -> Result<Hir, String> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|error| error.to_string())
+}
+
 /// Compiles a rule's regexes in ASCII mode: `\w`, `\d`, `\b` and `(?i)` are ASCII-only unless
 /// the pattern opts in with `(?u)`. Secrets are ASCII, and Unicode word boundaries would force
 /// the regex engine off its fast DFA path on any non-ASCII input.
@@ -275,23 +363,25 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
             format!("id must start with `{category_prefix}` for its category"),
         ));
     }
-    if spec.keywords.is_empty() && !spec.always {
+    if spec.keywords.is_empty() && !spec.always && spec.digits.is_none() {
         return Err(invalid(
             &origin,
             &id,
-            "needs `keywords` (or `always = true`, which runs its regex on every input)".into(),
+            "needs `keywords` (or `digits = N`, or `always = true`, which runs its regex on \
+             every input)"
+                .into(),
         ));
     }
     if spec.keywords.iter().any(|k| k.is_empty()) {
         return Err(invalid(&origin, &id, "empty keyword".into()));
     }
-    let regex = compile_regex(&spec.pattern).map_err(|error| RuleError::Regex {
+    let hir = parse_pattern(&spec.pattern).map_err(|msg| RuleError::Regex {
         file: origin.file.clone(),
         line: origin.line,
         rule: id.clone(),
-        msg: error.to_string(),
+        msg,
     })?;
-    let groups = regex.captures_len() - 1;
+    let groups = hir.properties().explicit_captures_len();
     let group = spec.group.unwrap_or(if groups > 0 { 1 } else { 0 });
     if group > groups {
         return Err(invalid(
@@ -299,6 +389,9 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
             &id,
             format!("group {group} but the pattern has {groups} capture group(s)"),
         ));
+    }
+    if spec.digits.is_some_and(|n| n == 0) {
+        return Err(invalid(&origin, &id, "`digits` must be at least 1".into()));
     }
     let validator = match &spec.validator {
         None => None,
@@ -323,7 +416,10 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
         })?);
     }
     Ok(Rule {
-        regex,
+        max_match: Some(capped_max_len(&hir)),
+        bounded: hir.properties().maximum_len().is_some(),
+        hir,
+        regex: OnceLock::new(),
         group,
         validator,
         allow_values: spec
@@ -355,12 +451,4 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
     (line, col)
-}
-
-/// The span of a value inside a rule's match, if the rule's group took part in it.
-pub(crate) fn value_span(
-    captures: &regex::bytes::Captures<'_>,
-    group: usize,
-) -> Option<Range<usize>> {
-    captures.get(group).map(|m| m.range())
 }
