@@ -116,7 +116,8 @@ fn corpus(seed: u64, entries: usize) -> (String, Vec<(String, Range<usize>)>) {
     let names = ["config", "client", "settings", "deploy", "fixture"];
     for n in 0..entries {
         let name = names[rng.below(names.len())];
-        let (value, detector): (String, Option<&str>) = match rng.below(22) {
+        let case = rng.below(22);
+        let (value, detector): (String, Option<&str>) = match case {
             0 => (
                 checksummed_token(&mut rng, "ghp_", true),
                 Some("secret.github_pat_classic"),
@@ -196,7 +197,12 @@ fn corpus(seed: u64, entries: usize) -> (String, Vec<(String, Range<usize>)>) {
             20 => ("${GITHUB_TOKEN}".into(), None),
             _ => ("your-api-key-here".into(), None),
         };
-        text.push_str(&format!("    let {name}_{n} = \""));
+        if matches!(case, 2 | 3 | 9) {
+            // Bare digit runs count as a card only where the text says it is one.
+            text.push_str(&format!("    let pay_{n} = Card {{ number: \""));
+        } else {
+            text.push_str(&format!("    let {name}_{n} = \""));
+        }
         let start = text.len();
         text.push_str(&value);
         let end = text.len();

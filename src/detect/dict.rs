@@ -201,16 +201,7 @@ pub fn build_exact(csv_files: &[PathBuf], output: &Path) -> Result<BuildSummary,
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("customer_data");
-    let id: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let id = super::rules::id_part(stem);
     let mut shapes: Vec<_> = shapes.into_iter().collect();
     shapes.sort_unstable();
     let header = EdmHeader {
@@ -449,7 +440,7 @@ fn load_terms(path: &Path) -> Result<TermDictionary, RuleError> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("terms");
     let id = header
         .id
-        .unwrap_or_else(|| format!("custom.{}", stem.to_ascii_lowercase().replace('-', "_")));
+        .unwrap_or_else(|| format!("custom.{}", super::rules::id_part(stem)));
     if !id.starts_with("custom.") {
         return Err(RuleError::File {
             file: header_path,

@@ -113,17 +113,7 @@ pub fn convert(text: &str) -> Result<Import, toml::de::Error> {
                 continue;
             }
         };
-        let mut id: String = rule
-            .id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let mut id = super::rules::id_part(&rule.id);
         if id.is_empty() {
             id = "unnamed".into();
         }

@@ -21,7 +21,6 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::Input;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +28,7 @@ pub mod dict;
 pub mod gitleaks;
 pub mod normalize;
 pub mod placeholder;
+pub mod prefilter;
 pub mod rules;
 pub mod validators;
 
@@ -100,8 +100,8 @@ const MAX_WINDOW: usize = 4096;
 pub struct Scanner {
     rules: Vec<Rule>,
     ids: Vec<Arc<str>>,
-    /// One automaton over every rule's keywords (deduplicated, case-insensitive).
-    prefilter: Option<AhoCorasick>,
+    /// Every rule's keywords (deduplicated, case-insensitive).
+    prefilter: prefilter::Prefilter,
     /// For each prefilter pattern, the rules that list it as a keyword.
     keyword_rules: Vec<Vec<usize>>,
     /// Rules with `always = true`: run on every input.
@@ -198,21 +198,10 @@ impl Scanner {
                 }
             }
         }
-        let prefilter = if keywords.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&keywords)
-                    .map_err(|error| RuleError::File {
-                        file: "policies/rules".into(),
-                        msg: format!("keyword prefilter: {error}"),
-                    })?,
-            )
-        };
+        let prefilter = prefilter::Prefilter::new(&keywords).map_err(|msg| RuleError::File {
+            file: "policies/rules".into(),
+            msg: format!("keyword prefilter: {msg}"),
+        })?;
         Ok(Scanner {
             ids: rules
                 .iter()
@@ -308,13 +297,11 @@ impl Scanner {
                 _ => whole[rule] = true,
             }
         };
-        if let Some(prefilter) = &self.prefilter {
-            for found in prefilter.find_overlapping_iter(text) {
-                for &i in &self.keyword_rules[found.pattern().as_usize()] {
-                    hit(i, found.start(), found.end(), &mut whole);
-                }
+        self.prefilter.for_each(text, |keyword, start, end| {
+            for &i in &self.keyword_rules[keyword] {
+                hit(i, start, end, &mut whole);
             }
-        }
+        });
         if let Some(min) = self.min_digits {
             digit_runs(text, min, |start, end, digits| {
                 for &(i, needed) in &self.digit_rules {
@@ -391,7 +378,12 @@ impl Scanner {
                         || whole.end() == window.end && window.end < text.len();
                 }
             }
-            let Some(span) = captures.get_group(rule.group) else {
+            // The rule's group, or (for a pattern whose alternatives each capture the value in
+            // their own group) the first group that took part in the match.
+            let Some(span) = captures
+                .get_group(rule.group)
+                .or_else(|| (1..captures.group_len()).find_map(|group| captures.get_group(group)))
+            else {
                 continue;
             };
             let span = span.start..span.end;

@@ -63,54 +63,39 @@ impl Folded {
     /// The folded input, or `None` when folding would not change it (all ASCII, or only
     /// characters that are already in their folded form: the common case for non-English text).
     pub fn new(input: &[u8]) -> Option<Self> {
-        if input.is_ascii() {
-            return None;
-        }
-        let needed = input
-            .utf8_chunks()
-            .any(|chunk| chunk.valid().chars().any(|c| !c.is_ascii() && folds(c)));
-        if !needed {
+        if !NonAscii::new(input).any(|(_, c, _)| c.is_some_and(folds)) {
             return None;
         }
         let mut folded = Folded {
             text: Vec::with_capacity(input.len()),
             pieces: Vec::new(),
         };
-        let mut offset = 0;
-        for chunk in input.utf8_chunks() {
-            let valid = chunk.valid();
-            let mut verbatim_from = 0;
-            for (i, c) in valid.char_indices() {
-                if c.is_ascii() || !folds(c) {
-                    continue;
-                }
-                folded.verbatim(
-                    &input[offset + verbatim_from..offset + i],
-                    offset + verbatim_from,
-                );
-                verbatim_from = i + c.len_utf8();
-                if is_invisible(c) {
-                    continue;
-                }
-                let out = folded.text.len();
-                let mut buf = [0u8; 4];
-                for f in std::iter::once(c).nfkc() {
-                    folded
-                        .text
-                        .extend_from_slice(f.encode_utf8(&mut buf).as_bytes());
-                }
-                folded.pieces.push(Piece {
-                    out,
-                    orig: offset + i,
-                    out_len: folded.text.len() - out,
-                    orig_len: c.len_utf8(),
-                    verbatim: false,
-                });
+        let mut verbatim_from = 0;
+        for (at, c, len) in NonAscii::new(input) {
+            let Some(c) = c.filter(|&c| folds(c)) else {
+                continue;
+            };
+            folded.verbatim(&input[verbatim_from..at], verbatim_from);
+            verbatim_from = at + len;
+            if is_invisible(c) {
+                continue;
             }
-            let rest = offset + verbatim_from..offset + valid.len() + chunk.invalid().len();
-            folded.verbatim(&input[rest.clone()], rest.start);
-            offset = rest.end;
+            let out = folded.text.len();
+            let mut buf = [0u8; 4];
+            for f in std::iter::once(c).nfkc() {
+                folded
+                    .text
+                    .extend_from_slice(f.encode_utf8(&mut buf).as_bytes());
+            }
+            folded.pieces.push(Piece {
+                out,
+                orig: at,
+                out_len: folded.text.len() - out,
+                orig_len: len,
+                verbatim: false,
+            });
         }
+        folded.verbatim(&input[verbatim_from..], verbatim_from);
         Some(folded)
     }
 
@@ -147,6 +132,45 @@ impl Folded {
             None => start,
         };
         start..end.max(start)
+    }
+}
+
+/// The non-ASCII characters of `input`: `(offset, char or None for an invalid byte, length)`.
+/// Skips ASCII eight bytes at a time, so mostly-ASCII text costs little more than a memory read.
+struct NonAscii<'a> {
+    input: &'a [u8],
+    at: usize,
+}
+
+impl<'a> NonAscii<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        NonAscii { input, at: 0 }
+    }
+}
+
+impl Iterator for NonAscii<'_> {
+    type Item = (usize, Option<char>, usize);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let input = self.input;
+        let mut i = self.at;
+        while i + 8 <= input.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&input[i..i + 8]);
+            if u64::from_ne_bytes(word) & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            i += 8;
+        }
+        let at = i + input.get(i..)?.iter().position(|&b| b >= 0x80)?;
+        let head = &input[at..input.len().min(at + 4)];
+        let c = head
+            .utf8_chunks()
+            .next()
+            .and_then(|chunk| chunk.valid().chars().next());
+        let len = c.map_or(1, char::len_utf8);
+        self.at = at + len;
+        Some((at, c, len))
     }
 }
 

@@ -445,6 +445,19 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
     })
 }
 
+/// `name` as one part of a detector id: lower-case ASCII letters and digits, anything else `_`.
+pub(crate) fn id_part(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// 1-based line and column of byte `offset` in `text`.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text.as_bytes()[..offset.min(text.len())];
