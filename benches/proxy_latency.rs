@@ -92,6 +92,8 @@ fn main() -> Result<()> {
             other => bail!("unknown phase `{other}` (latency, load, rss)"),
         }
     }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nload average at end: {}", load.trim());
     Ok(())
 }
 
@@ -132,7 +134,11 @@ fn print_machine() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    println!("machine: {cores} cores, {cpu}");
+    // Other work on the machine skews every figure; the load average says how much there was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    println!("machine: {cores} cores, {cpu}; load average at start: {load}");
 }
 
 // ---------------------------------------------------------------------------------------------
