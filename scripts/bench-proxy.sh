@@ -33,7 +33,7 @@ fi
 timeout 900 cargo bench --bench proxy_latency -- "$@" | tee target/bench-proxy.md
 
 if [[ -n "$perf_data" && -f "$perf_data" ]]; then
-    perf report -i "$perf_data" --stdio --no-children --sort symbol --percent-limit 1 \
-        2>/dev/null | grep -v '^$' | head -80 > target/bench-proxy.perf.txt || true
+    perf report -i "$perf_data" --stdio --no-children -g none --sort dso,symbol --percent-limit 0.5 \
+        2>/dev/null | grep -v "^#" | grep -v "^$" | sed "s/  */ /g" | head -60 > target/bench-proxy.perf.txt || true
     echo "perf profile of the proxy: $perf_data (top symbols in target/bench-proxy.perf.txt)" >&2
 fi
