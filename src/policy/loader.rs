@@ -68,13 +68,19 @@ impl fmt::Debug for LoadedPolicy {
     }
 }
 
-/// The scanner a policy runs: the built-in rules plus the directory's `rules/` packs.
+/// Builds the scanner a policy runs, given the policy directory (`None`: the embedded policy).
 pub type ScannerFactory = dyn Fn(Option<&Path>) -> Result<Arc<dyn Detect>, String> + Send + Sync;
 
-/// The real detection engine.
-pub fn builtin_scanner(rules_dir: Option<&Path>) -> Result<Arc<dyn Detect>, String> {
-    let _ = rules_dir;
-    Ok(Arc::new(crate::detect::Scanner::builtin()))
+/// The real detection engine: the built-in rules, plus the directory's `rules/` packs and
+/// `dictionaries/`.
+pub fn builtin_scanner(policy_dir: Option<&Path>) -> Result<Arc<dyn Detect>, String> {
+    let scanner = match policy_dir {
+        Some(dir) => crate::detect::Scanner::from_dir(dir),
+        None => crate::detect::Scanner::builtin(),
+    };
+    scanner
+        .map(|s| Arc::new(s) as Arc<dyn Detect>)
+        .map_err(|e| e.to_string())
 }
 
 /// The policy embedded in the binary.
