@@ -45,6 +45,10 @@ pub const MEDIA_RULE: &str = "settings.media";
 pub struct PolicyGate {
     current: ArcSwap<LoadedPolicy>,
     sink: Arc<dyn AuditSink>,
+    /// Hosts the command line adds to the inspected ones (`run --inspect HOST`).
+    extra_inspect: Vec<String>,
+    /// `run --refuse-others`: hosts the policy would tunnel are refused instead.
+    refuse_others: bool,
     fingerprint_key: ring::hmac::Key,
     pseudonymizer: Pseudonymizer,
 }
@@ -79,9 +83,19 @@ impl PolicyGate {
         Self {
             current: ArcSwap::from_pointee(policy),
             sink,
+            extra_inspect: Vec::new(),
+            refuse_others: false,
             fingerprint_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
             pseudonymizer: Pseudonymizer::with_key(&[key, b"surrogates"].concat()),
         }
+    }
+
+    /// Command-line additions to the policy's routes: more hosts to inspect, and refusing
+    /// instead of tunnelling. They survive reloads.
+    pub fn with_route_overrides(mut self, extra_inspect: Vec<String>, refuse_others: bool) -> Self {
+        self.extra_inspect = extra_inspect;
+        self.refuse_others = refuse_others;
+        self
     }
 
     /// The policy deciding now.
@@ -532,19 +546,60 @@ impl Failure {
 impl Gate for PolicyGate {
     fn route(&self, host: &str, _port: u16) -> Route {
         let loaded = self.current.load();
-        let route = match find_destination(&loaded.policy, host).map(|d| d.route) {
+        let extra = self.extra_inspect.iter().any(|p| glob_match(p, host));
+        let chosen = if extra {
+            Some(RouteChoice::Inspect)
+        } else {
+            find_destination(&loaded.policy, host).map(|d| d.route)
+        };
+        let mut route = match chosen {
             Some(RouteChoice::Inspect) => Route::Inspect,
             Some(RouteChoice::Deny) => Route::Deny,
             Some(RouteChoice::Tunnel) | None => Route::Tunnel,
         };
+        if route == Route::Inspect && !crate::tls::is_interceptable(host) {
+            // The local CA is name-constrained: it cannot mint for this host, so the policy's
+            // wish to inspect it cannot be honoured. Say so, loudly, every time.
+            tracing::warn!(%host, "the policy inspects this host, but the local CA may not sign for it; tunnelled uninspected");
+            route = Route::Tunnel;
+        }
         if route == Route::Tunnel {
+            if self.refuse_others {
+                return Route::Deny;
+            }
             if is_ai_host(host) {
-                tracing::warn!(%host, "connection to a known AI API is tunnelled uninspected, as the policy says");
+                tracing::warn!(%host, "connection to a known AI API is tunnelled uninspected");
             } else if looks_like_ai_api(host) {
                 tracing::warn!(%host, "connection to an unknown service that looks like an AI API is tunnelled uninspected");
             }
         }
         route
+    }
+
+    fn inspect_hosts(&self) -> Vec<String> {
+        let loaded = self.current.load();
+        let mut hosts: Vec<String> = self.extra_inspect.clone();
+        for destination in &loaded.policy.destinations {
+            if destination.route != RouteChoice::Inspect {
+                continue;
+            }
+            for pattern in &destination.hosts {
+                if pattern == "@ai" {
+                    hosts.extend(super::model::AI_CATALOGUE.iter().map(|h| h.to_string()));
+                } else if pattern != "*" {
+                    hosts.push(pattern.clone());
+                }
+            }
+        }
+        // The PAC file understands exact names and `*.domain`; other globs are left out, and
+        // so are hosts the CA cannot sign for.
+        hosts.retain(|h| {
+            let name = h.strip_prefix("*.").unwrap_or(h);
+            !name.contains('*') && crate::tls::is_interceptable(name)
+        });
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 
     fn check(&self, request: Outbound) -> Verdict {

@@ -15,14 +15,22 @@ use super::loader::{load_dir, PolicyError, ScannerFactory};
 pub fn reload_counter() -> &'static IntCounterVec {
     static COUNTER: OnceLock<IntCounterVec> = OnceLock::new();
     COUNTER.get_or_init(|| {
-        IntCounterVec::new(
+        let counter = IntCounterVec::new(
             Opts::new(
                 "egress_guard_policy_reloads_total",
                 "Policy reloads, by result (ok: swapped in; error: refused, old policy kept)",
             ),
             &["result"],
         )
-        .expect("static metric definition is valid")
+        .expect("static metric definition is valid");
+        for result in ["ok", "error"] {
+            counter.with_label_values(&[result]);
+        }
+        // Registered once, here, so `/metrics` shows it from the first reload on.
+        let _ = crate::admin::metrics::metrics()
+            .registry
+            .register(Box::new(counter.clone()));
+        counter
     })
 }
 
@@ -77,6 +85,7 @@ pub fn watch(
     scanners: Arc<ScannerFactory>,
     interval: Duration,
 ) {
+    reload_counter();
     let weak: Weak<PolicyGate> = Arc::downgrade(gate);
     {
         let weak = weak.clone();

@@ -101,6 +101,12 @@ pub trait Gate: Send + Sync + 'static {
     fn route(&self, host: &str, port: u16) -> Route;
     /// What to do with an intercepted request.
     fn check(&self, request: Outbound) -> Verdict;
+    /// The hosts this gate inspects, for the admin listener's `/proxy.pac` (which sends only
+    /// these to the proxy). Exact names, or `*.domain` for a domain and its subdomains. Asked on
+    /// every PAC request, so a gate whose policy reloads can answer with the current list.
+    fn inspect_hosts(&self) -> Vec<String> {
+        DEFAULT_INSPECT_HOSTS.iter().map(|h| h.to_string()).collect()
+    }
 }
 
 /// The trivial gate: inspects the default AI API hosts, tunnels everything else, lets every
@@ -154,5 +160,9 @@ impl Gate for PassThrough {
 
     fn check(&self, request: Outbound) -> Verdict {
         Verdict::Forward(Forward::unchanged(request))
+    }
+
+    fn inspect_hosts(&self) -> Vec<String> {
+        self.inspect_hosts.clone()
     }
 }

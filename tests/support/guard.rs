@@ -1,1 +1,203 @@
-//! Runs the real `egress-guard` binary for a test. (Filled in by the proxy core.)
+//! Runs the real `egress-guard` binary for a test: a temporary data dir, ephemeral ports, the
+//! fake upstream's `--resolve` pins and CA; killed when dropped.
+//!
+//! The ports are read from the one start-up line the binary prints to stderr
+//! (`egress-guard listening proxy=... admin=... ca=...`), so nothing races on a port number.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Bound on how long start-up or exit may take before the test fails (not a timing assertion:
+/// only a guard against hanging the suite).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Guard {
+    child: Option<Child>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub ca_path: PathBuf,
+    data_dir: tempfile::TempDir,
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Guard {
+    /// The path of the binary under test.
+    pub fn binary() -> &'static str {
+        env!("CARGO_BIN_EXE_egress-guard")
+    }
+
+    /// `egress-guard run` on ephemeral ports with a fresh data dir, plus `args`.
+    pub fn start(args: &[String]) -> Guard {
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let mut command = Command::new(Self::binary());
+        command
+            .arg("run")
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(args)
+            .env("RUST_LOG", "info,egress_guard=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn egress-guard");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[egress-guard] {line}");
+                if line.starts_with("egress-guard listening ") {
+                    let _ = tx.send(line.clone());
+                }
+                let (lines, changed) = &*sink;
+                lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                changed.notify_all();
+            }
+        });
+        let line = match rx.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("egress-guard did not start; its stderr is above");
+            }
+        };
+        let field = |name: &str| -> String {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+                .to_string()
+        };
+        Guard {
+            child: Some(child),
+            proxy: field("proxy").parse().expect("proxy address"),
+            admin: field("admin").parse().expect("admin address"),
+            ca_path: PathBuf::from(field("ca")),
+            data_dir,
+            log,
+        }
+    }
+
+    /// Started against a fake upstream: `--resolve` pins and `--upstream-ca`, plus `extra` args.
+    pub fn for_upstream(resolve: Vec<String>, upstream_ca: &Path, extra: &[&str]) -> Guard {
+        let mut args = Vec::new();
+        for pin in resolve {
+            args.push("--resolve".to_string());
+            args.push(pin);
+        }
+        args.push("--upstream-ca".to_string());
+        args.push(upstream_ca.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start(&args)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.ca_path).expect("read the guard's CA")
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.proxy)
+    }
+
+    /// A client that goes through the proxy for http and https and trusts ONLY our CA.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().expect("client")
+    }
+
+    /// Same, HTTP/1.1 only on the client side.
+    pub fn client_http1(&self) -> reqwest::Client {
+        self.client_builder().http1_only().build().expect("client")
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let ca = reqwest::Certificate::from_pem(&self.ca_pem()).expect("our CA is PEM");
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(self.proxy_url()).expect("proxy url"))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .use_rustls_tls()
+    }
+
+    /// A client for base-URL mode and the admin listener: no proxy, plain HTTP.
+    pub fn direct_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything the binary has printed to stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits (on a helper thread, woken by each new line) until a stderr line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let log = self.log.clone();
+        let needle = needle.to_string();
+        tokio::task::spawn_blocking(move || {
+            let (lines, changed) = &*log;
+            let guard = lines.lock().unwrap_or_else(|e| e.into_inner());
+            let (guard, timeout) = changed
+                .wait_timeout_while(guard, PATIENCE, |lines| {
+                    !lines.iter().any(|l| l.contains(&needle))
+                })
+                .unwrap_or_else(|e| e.into_inner());
+            assert!(
+                !timeout.timed_out(),
+                "egress-guard never logged {needle:?}; it logged {guard:?}"
+            );
+        })
+        .await
+        .expect("log waiter");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM (as a service manager would).
+    pub fn terminate(&self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let pid = i32::try_from(self.pid()).expect("pid fits");
+        kill(Pid::from_raw(pid), Signal::SIGTERM).expect("send SIGTERM");
+    }
+
+    /// Waits for the process to exit by itself, blocking a helper thread, not the runtime.
+    pub async fn exit_status(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        tokio::time::timeout(PATIENCE, rx)
+            .await
+            .expect("egress-guard did not exit")
+            .expect("waiter thread")
+            .expect("wait for egress-guard")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! One intercepted request: collect the body (bounded) -> `Gate::check` -> forward upstream ->
+//! stream the response back, stamped with the decision id.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::Instrument;
+
+use super::body::{self, ProxyBody};
+use super::gate::{Outbound, Verdict};
+use super::hop;
+use super::upstream::UpstreamFailure;
+use super::Shared;
+use crate::act::reply::ErrorReply;
+use crate::admin::metrics::metrics;
+use crate::audit::DECISION_HEADER;
+use crate::inspect::Provider;
+
+/// Where an intercepted request goes.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// `https` for CONNECT-intercepted and base-URL requests, `http` for absolute-form ones.
+    pub scheme: http::uri::Scheme,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Destination {
+    fn authority(&self) -> String {
+        let default = if self.scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// Runs one intercepted request through the gate and, if it may leave, upstream.
+pub async fn intercept(
+    shared: Arc<Shared>,
+    dest: Destination,
+    path_and_query: String,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "request",
+        host = %dest.host,
+        method = %req.method(),
+        // The path only: a query string may carry an API key (Gemini's `?key=`).
+        path = %path_and_query.split('?').next().unwrap_or(""),
+        status = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
+    let response = intercept_inner(shared, dest, path_and_query, req)
+        .instrument(span.clone())
+        .await;
+    span.record("status", response.status().as_u16());
+    span.record("duration_ms", started.elapsed().as_millis() as u64);
+    span.in_scope(|| tracing::info!("response head sent"));
+    response
+}
+
+async fn intercept_inner(
+    shared: Arc<Shared>,
+    dest: Destination,
+    path_and_query: String,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let provider = Provider::from_host(&dest.host);
+    let count = |action: &str| {
+        metrics()
+            .requests_total
+            .with_label_values(&[provider.as_str(), action])
+            .inc()
+    };
+    let upgrade = hop::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+
+    let limit = shared.config.max_body;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        count("block");
+        return too_large(provider, limit);
+    }
+    // Read at most `limit` bytes: a body that keeps coming is refused as soon as it passes the
+    // limit, never held whole in memory.
+    let body = match Limited::new(incoming, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => {
+            count("block");
+            return too_large(provider, limit);
+        }
+        Err(error) => {
+            tracing::info!(%error, "client request body broke off");
+            return reply(
+                provider,
+                ErrorReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "request_body_incomplete",
+                    "egress-guard could not read the whole request body from the client; nothing was sent",
+                ),
+            );
+        }
+    };
+
+    hop::strip(&mut parts.headers, upgrade);
+    // The upstream client writes `Host` from the destination; the client's own value named the
+    // proxy (base-URL mode) or duplicates the authority.
+    parts.headers.remove(header::HOST);
+    parts.uri = match path_and_query.parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(_) => {
+            return reply(
+                provider,
+                ErrorReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request_target",
+                    "egress-guard could not read the request's path",
+                ),
+            )
+        }
+    };
+
+    metrics().bytes_inspected_total.inc_by(body.len() as u64);
+    let gate_started = Instant::now();
+    let verdict = shared.gate.check(Outbound {
+        host: dest.host.clone(),
+        port: dest.port,
+        parts,
+        body,
+    });
+    metrics()
+        .inspect_duration_seconds
+        .observe(gate_started.elapsed().as_secs_f64());
+
+    let forward = match verdict {
+        Verdict::Respond(response) => {
+            count("block");
+            return response.map(body::full);
+        }
+        Verdict::Forward(forward) => forward,
+    };
+    count("allow");
+
+    let mut parts = forward.parts;
+    parts.uri = match dest.uri(parts.uri.path_and_query().map_or("/", |p| p.as_str())) {
+        Ok(uri) => uri,
+        Err(_) => {
+            return reply(
+                provider,
+                ErrorReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request_target",
+                    "egress-guard could not build the upstream address",
+                )
+                .with_decision(forward.decision_id),
+            )
+        }
+    };
+    // The upstream side negotiates its own version by ALPN; HTTP/1.1 here means "let the
+    // connection decide", which lets an HTTP/2 client reach an HTTP/1.1-only upstream and back.
+    parts.version = Version::HTTP_11;
+    let upstream_request = Request::from_parts(
+        parts,
+        Full::new(forward.body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+
+    let sent = tokio::time::timeout(
+        shared.config.response_timeout,
+        shared.client.request(upstream_request),
+    )
+    .await;
+    let mut response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            metrics().upstream_errors_total.inc();
+            let failure = UpstreamFailure::from_client_error(&dest.host, &error);
+            tracing::warn!(error = %error, ?failure, "upstream request failed");
+            return upstream_failed(provider, failure, &dest, forward.decision_id);
+        }
+        Err(_elapsed) => {
+            metrics().upstream_errors_total.inc();
+            tracing::warn!("upstream response timed out");
+            return upstream_failed(
+                provider,
+                UpstreamFailure::Timeout,
+                &dest,
+                forward.decision_id,
+            );
+        }
+    };
+
+    let decision = HeaderValue::from_str(&forward.decision_id.to_string()).ok();
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            shared.tracker.spawn(relay_upgraded(client_upgrade, upstream_upgrade));
+            let (mut head, _) = response.into_parts();
+            hop::strip(&mut head.headers, true);
+            if let Some(decision) = decision {
+                head.headers.insert(DECISION_HEADER, decision);
+            }
+            return Response::from_parts(head, body::empty());
+        }
+    }
+
+    let (mut head, incoming) = response.into_parts();
+    hop::strip(&mut head.headers, false);
+    let mut filter = forward.response;
+    if let Some(filter) = filter.as_mut() {
+        filter.head(&mut head);
+    }
+    if let Some(decision) = decision {
+        head.headers.insert(DECISION_HEADER, decision);
+    }
+    Response::from_parts(head, body::relay(incoming, filter))
+}
+
+/// Relays an upgraded connection (WebSocket, ...) both ways until either side closes.
+async fn relay_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::info!(%error, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "upgraded connection closed");
+    }
+}
+
+fn too_large(provider: Provider, limit: usize) -> Response<ProxyBody> {
+    reply(
+        provider,
+        ErrorReply::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "egress-guard blocked this request: its body is larger than the {} limit it can \
+                 inspect, so it was not sent. Send less at once, or raise --max-body.",
+                human_size(limit)
+            ),
+        ),
+    )
+}
+
+fn upstream_failed(
+    provider: Provider,
+    failure: UpstreamFailure,
+    dest: &Destination,
+    decision: crate::audit::DecisionId,
+) -> Response<ProxyBody> {
+    reply(provider, failure.into_reply(&dest.host).with_decision(decision))
+}
+
+pub fn reply(provider: Provider, reply: ErrorReply) -> Response<ProxyBody> {
+    reply.into_response(provider).map(body::full)
+}
+
+pub fn human_size(bytes: usize) -> String {
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= 1024 && bytes % 1024 == 0 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// A plain `http://` request to a host the gate does not inspect: relayed as a classic forward
+/// proxy would, body streamed both ways, never looked at.
+pub async fn relay_plain(
+    shared: Arc<Shared>,
+    dest: Destination,
+    path_and_query: String,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let provider = Provider::from_host(&dest.host);
+    let (mut parts, incoming) = req.into_parts();
+    hop::strip(&mut parts.headers, false);
+    parts.headers.remove(header::HOST);
+    parts.version = Version::HTTP_11;
+    parts.uri = match dest.uri(&path_and_query) {
+        Ok(uri) => uri,
+        Err(_) => {
+            return reply(
+                provider,
+                ErrorReply::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request_target",
+                    "egress-guard could not read the request's target",
+                ),
+            )
+        }
+    };
+    let request = Request::from_parts(parts, incoming.map_err(Into::into).boxed_unsync());
+    let sent = tokio::time::timeout(shared.config.response_timeout, shared.client.request(request)).await;
+    match sent {
+        Ok(Ok(response)) => {
+            metrics().tunnels_total.with_label_values(&["relayed"]).inc();
+            let (mut head, incoming) = response.into_parts();
+            hop::strip(&mut head.headers, false);
+            Response::from_parts(head, body::relay(incoming, None))
+        }
+        Ok(Err(error)) => {
+            metrics().upstream_errors_total.inc();
+            let failure = UpstreamFailure::from_client_error(&dest.host, &error);
+            reply(provider, failure.into_reply(&dest.host))
+        }
+        Err(_) => {
+            metrics().upstream_errors_total.inc();
+            reply(provider, UpstreamFailure::Timeout.into_reply(&dest.host))
+        }
+    }
+}
