@@ -552,17 +552,14 @@ impl Gate for PolicyGate {
         } else {
             find_destination(&loaded.policy, host).map(|d| d.route)
         };
-        let mut route = match chosen {
+        // A host named for inspection that the name-constrained CA cannot sign for stays
+        // `Inspect`: the proxy then refuses it with a clear 403 (fail closed), it is never
+        // quietly tunnelled.
+        let route = match chosen {
             Some(RouteChoice::Inspect) => Route::Inspect,
             Some(RouteChoice::Deny) => Route::Deny,
             Some(RouteChoice::Tunnel) | None => Route::Tunnel,
         };
-        if route == Route::Inspect && !crate::tls::is_interceptable(host) {
-            // The local CA is name-constrained: it cannot mint for this host, so the policy's
-            // wish to inspect it cannot be honoured. Say so, loudly, every time.
-            tracing::warn!(%host, "the policy inspects this host, but the local CA may not sign for it; tunnelled uninspected");
-            route = Route::Tunnel;
-        }
         if route == Route::Tunnel {
             if self.refuse_others {
                 return Route::Deny;
@@ -613,7 +610,10 @@ pub fn find_destination<'p>(policy: &'p Policy, host: &str) -> Option<&'p Destin
     policy.destinations.iter().find(|d| {
         d.hosts.iter().any(|pattern| {
             if pattern == "@ai" {
-                is_ai_host(host)
+                // Only the catalogue hosts the local CA may sign for: the others cannot be
+                // inspected, so they fall through to later destinations (and are logged as
+                // AI APIs reached uninspected when tunnelled).
+                is_ai_host(host) && crate::tls::is_interceptable(host)
             } else {
                 glob_match(pattern, host)
             }
