@@ -384,10 +384,36 @@ async fn a_broken_policy_never_replaces_a_working_one() {
         "old policy still in force"
     );
 
+    let ready = guard
+        .direct_client()
+        .get(guard.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "still ready with the old policy");
+
     write_policy(dir.path(), &BLOCK_EMAILS.replace("\"block\"", "\"allow\""));
     guard.wait_for_log("policy reloaded").await;
     assert_eq!(post(&guard, url, &[], body.clone()).await.status(), 200);
     assert!(upstream.last_body().contains(EMAIL));
+
+    let metrics = guard
+        .direct_client()
+        .get(guard.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("egress_guard_policy_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("egress_guard_policy_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -103,6 +103,26 @@ impl AuditSink for TracingSink {
     }
 }
 
+/// `egress_guard_findings_total{detector,action}`, registered on the admin registry at first
+/// use. Labels are detector ids and actions, never values.
+pub fn findings_counter() -> &'static prometheus::IntCounterVec {
+    static COUNTER: std::sync::OnceLock<prometheus::IntCounterVec> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| {
+        let counter = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "egress_guard_findings_total",
+                "Findings in inspected requests, by detector and the action taken on them.",
+            ),
+            &["detector", "action"],
+        )
+        .expect("static metric definition is valid");
+        let _ = crate::admin::metrics::metrics()
+            .registry
+            .register(Box::new(counter.clone()));
+        counter
+    })
+}
+
 /// Who and where, for the audit record (the OS user and the machine's host name).
 pub fn user_and_device() -> (Option<String>, Option<String>) {
     static CACHE: std::sync::OnceLock<(Option<String>, Option<String>)> =

@@ -368,6 +368,12 @@ impl PolicyGate {
             })
             .collect();
 
+        for finding in &decision.findings {
+            super::decision::findings_counter()
+                .with_label_values(&[finding.detector.as_str(), finding.action])
+                .inc();
+        }
+
         match action {
             Action::Block => {
                 let message = block_message(deciding, &judged);
