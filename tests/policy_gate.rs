@@ -701,7 +701,7 @@ fn a_websocket_upgrade_to_an_inspected_host_is_refused() {
     );
     r.parts.method = http::Method::GET;
     let (status, error) = refused(gate.check(r));
-    assert_eq!(status, 403);
+    assert_eq!(status, 426);
     assert_eq!(error["error"]["code"], "websocket_refused");
 }
 

@@ -168,9 +168,11 @@ impl PolicyGate {
                  messages yet, so only HTTPS requests are allowed. Clients that support it fall back \
                  to HTTPS automatically"
             );
+            // 426 rather than 403: a client with an HTTPS fallback (Codex CLI) reads "upgrade
+            // refused, use plain HTTPS" from it; any other client still shows a clear error.
             return ctx.refuse(
                 decision,
-                StatusCode::FORBIDDEN,
+                StatusCode::UPGRADE_REQUIRED,
                 "websocket_refused",
                 message,
             );
