@@ -88,9 +88,11 @@ pub fn load_embedded(scanners: &ScannerFactory) -> Result<LoadedPolicy, PolicyEr
     let file = PathBuf::from("policies/default.toml");
     let policy = parse(&file, DEFAULT_POLICY)?;
     let scanner = scanners(None).map_err(PolicyError::Rules)?;
+    // The embedded rules are part of the build, so the version stands for them.
+    let version = concat!("egress-guard ", env!("CARGO_PKG_VERSION"));
     finish(
         policy,
-        digest(&[DEFAULT_POLICY.as_bytes()]),
+        digest(&[DEFAULT_POLICY.as_bytes(), version.as_bytes()]),
         scanner,
         Vec::new(),
         file,
