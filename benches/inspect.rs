@@ -80,6 +80,17 @@ fn gate_check(c: &mut Criterion) {
     group.bench_function(format!("anthropic_{}KB_benign", body.len() / 1024), |b| {
         b.iter_batched(|| outbound(&body), |o| gate.check(o), BatchSize::SmallInput)
     });
+    // Without the scan cache: every byte scanned on every request (a conversation's first
+    // request, or one whose history changed).
+    let cold = PolicyGate::new(
+        loader::load_embedded(&loader::builtin_scanner).expect("default policy"),
+        Arc::new(Discard),
+    )
+    .with_scan_cache(0);
+    group.bench_function(
+        format!("anthropic_{}KB_benign_cold", body.len() / 1024),
+        |b| b.iter_batched(|| outbound(&body), |o| cold.check(o), BatchSize::SmallInput),
+    );
     // The same request with a key and an email in its last message: redact + pseudonymize.
     let text = body.slice(..).to_vec();
     let with_findings = String::from_utf8(text).unwrap().replace(
@@ -101,6 +112,35 @@ fn gate_check(c: &mut Criterion) {
         },
     );
     group.finish();
+
+    // Where the time goes: reading the body (parse, decode strings, build the scan text) and
+    // the scan of that text by the detection engine.
+    let mut parts = c.benchmark_group("gate_check_parts");
+    let head = outbound(&body).parts;
+    parts.bench_function("read_body_to_document", |b| {
+        b.iter(|| {
+            let content = egress_guard::inspect::providers::read(
+                egress_guard::inspect::Provider::Anthropic,
+                &head,
+                &body,
+            )
+            .unwrap();
+            egress_guard::inspect::content::Document::build(&content.segments)
+        })
+    });
+    let content = egress_guard::inspect::providers::read(
+        egress_guard::inspect::Provider::Anthropic,
+        &head,
+        &body,
+    )
+    .unwrap();
+    let document = egress_guard::inspect::content::Document::build(&content.segments);
+    let scanner = egress_guard::detect::Scanner::builtin().unwrap();
+    parts.bench_function(
+        format!("scan_document_{}KB", document.text.len() / 1024),
+        |b| b.iter(|| scanner.scan(document.text.as_bytes())),
+    );
+    parts.finish();
 }
 
 fn sse_restore(c: &mut Criterion) {

@@ -226,6 +226,8 @@ pub struct Document {
     pub text: String,
     /// Start offset in `text` of each segment, in segment order.
     starts: Vec<usize>,
+    /// The range of `text` each group occupies: the units that can be scanned apart.
+    pub groups: Vec<Range<usize>>,
 }
 
 /// Between groups: nothing a detector could take as part of a value.
@@ -236,16 +238,27 @@ impl Document {
         let total: usize = segments.iter().map(|s| s.text.text.len() + 2).sum();
         let mut text = String::with_capacity(total);
         let mut starts = Vec::with_capacity(segments.len());
+        let mut groups: Vec<Range<usize>> = Vec::new();
         let mut previous_group = None;
         for segment in segments {
-            if previous_group.is_some_and(|g| g != segment.group) {
-                text.push_str(GROUP_SEPARATOR);
+            if previous_group != Some(segment.group) {
+                if previous_group.is_some() {
+                    text.push_str(GROUP_SEPARATOR);
+                }
+                groups.push(text.len()..text.len());
             }
             previous_group = Some(segment.group);
             starts.push(text.len());
             text.push_str(&segment.text.text);
+            if let Some(last) = groups.last_mut() {
+                last.end = text.len();
+            }
         }
-        Document { text, starts }
+        Document {
+            text,
+            starts,
+            groups,
+        }
     }
 
     /// The segments (index and range within the segment's text) that `span` of the document

@@ -51,6 +51,7 @@ pub struct PolicyGate {
     refuse_others: bool,
     fingerprint_key: ring::hmac::Key,
     pseudonymizer: Pseudonymizer,
+    scan_cache: super::scan_cache::ScanCache,
 }
 
 impl std::fmt::Debug for PolicyGate {
@@ -87,6 +88,7 @@ impl PolicyGate {
             refuse_others: false,
             fingerprint_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
             pseudonymizer: Pseudonymizer::with_key(&[key, b"surrogates"].concat()),
+            scan_cache: super::scan_cache::ScanCache::new(4096),
         }
     }
 
@@ -95,6 +97,12 @@ impl PolicyGate {
     pub fn with_route_overrides(mut self, extra_inspect: Vec<String>, refuse_others: bool) -> Self {
         self.extra_inspect = extra_inspect;
         self.refuse_others = refuse_others;
+        self
+    }
+
+    /// How many scanned message groups to remember (0: scan everything every time).
+    pub fn with_scan_cache(mut self, capacity: usize) -> Self {
+        self.scan_cache = super::scan_cache::ScanCache::new(capacity);
         self
     }
 
@@ -210,7 +218,7 @@ impl PolicyGate {
                 let document = Document::build(&content.segments);
                 let scanner: &dyn Detect = loaded.scanner.as_ref();
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    scanner.scan(document.text.as_bytes())
+                    self.scan_cache.scan(scanner, &loaded.digest, &document)
                 }))
                 .map(|found| (decoded, content, document, found))
                 .map_err(|_| Failure::Scanner)

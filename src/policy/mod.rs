@@ -12,6 +12,7 @@ pub mod gate;
 pub mod loader;
 pub mod model;
 pub mod reload;
+pub mod scan_cache;
 
 use crate::detect::{Finding, Scanner};
 
