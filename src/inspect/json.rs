@@ -318,6 +318,13 @@ impl TableBuilder {
         self.text.push(c);
     }
 
+    /// A run of ASCII starting at `source_start`, byte for byte.
+    fn push_ascii(&mut self, run: &str, source_start: usize) {
+        let start = source_start as u32;
+        self.table.extend(start..start + run.len() as u32);
+        self.text.push_str(run);
+    }
+
     fn finish(mut self, source_end: usize) -> Text {
         self.table.push(source_end as u32);
         Text {
@@ -376,40 +383,62 @@ impl Text {
         }
         let bad = |offset, reason| JsonError { offset, reason };
         let s = std::str::from_utf8(raw).map_err(|_| bad(range.start, "not UTF-8"))?;
+        let bytes = s.as_bytes();
+        let hex4 = |at: usize| -> Option<u32> {
+            let digits = bytes.get(at..at + 4)?;
+            let text = std::str::from_utf8(digits).ok()?;
+            u32::from_str_radix(text, 16).ok()
+        };
         let mut builder = TableBuilder::with_capacity(raw.len(), normalise);
-        let mut chars = s.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            let at = range.start + i;
-            if c != '\\' {
-                builder.push(c, at);
+        let mut i = 0;
+        while i < bytes.len() {
+            // Runs of plain ASCII (most of any body) are copied with their offsets in bulk;
+            // normalisation never touches ASCII.
+            let run = bytes[i..]
+                .iter()
+                .position(|&b| b == b'\\' || b >= 0x80)
+                .unwrap_or(bytes.len() - i);
+            if run > 0 {
+                builder.push_ascii(&s[i..i + run], range.start + i);
+                i += run;
                 continue;
             }
-            let Some((_, escape)) = chars.next() else {
+            let at = range.start + i;
+            if bytes[i] != b'\\' {
+                let c = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+                builder.push(c, at);
+                i += c.len_utf8();
+                continue;
+            }
+            let Some(&escape) = bytes.get(i + 1) else {
                 return Err(bad(at, "dangling escape"));
             };
             let decoded = match escape {
-                '"' => '"',
-                '\\' => '\\',
-                '/' => '/',
-                'b' => '\u{8}',
-                'f' => '\u{c}',
-                'n' => '\n',
-                'r' => '\r',
-                't' => '\t',
-                'u' => {
-                    let hi = read_hex4(&mut chars).ok_or(bad(at, "invalid \\u escape"))?;
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                b'u' => {
+                    let hi = hex4(i + 2).ok_or(bad(at, "invalid \\u escape"))?;
+                    i += 4;
                     if (0xD800..0xDC00).contains(&hi) {
                         // A surrogate pair spans two escapes: `\uD83D\uDE00`.
-                        let lo = match (chars.next(), chars.next()) {
-                            (Some((_, '\\')), Some((_, 'u'))) => read_hex4(&mut chars),
-                            _ => None,
+                        let lo = if bytes.get(i + 2..i + 4) == Some(b"\\u".as_slice()) {
+                            hex4(i + 4).filter(|lo| (0xDC00..0xE000).contains(lo))
+                        } else {
+                            None
                         };
                         match lo {
-                            Some(lo) if (0xDC00..0xE000).contains(&lo) => {
+                            Some(lo) => {
+                                i += 6;
                                 char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
                                     .unwrap_or(char::REPLACEMENT_CHARACTER)
                             }
-                            _ => char::REPLACEMENT_CHARACTER,
+                            None => char::REPLACEMENT_CHARACTER,
                         }
                     } else {
                         char::from_u32(hi).unwrap_or(char::REPLACEMENT_CHARACTER)
@@ -418,6 +447,7 @@ impl Text {
                 _ => return Err(bad(at, "invalid escape")),
             };
             builder.push(decoded, at);
+            i += 2;
         }
         Ok(builder.finish(range.end))
     }
@@ -489,15 +519,6 @@ impl Text {
             origin,
         }
     }
-}
-
-fn read_hex4(chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>) -> Option<u32> {
-    let mut value = 0u32;
-    for _ in 0..4 {
-        let (_, c) = chars.next()?;
-        value = value * 16 + c.to_digit(16)?;
-    }
-    Some(value)
 }
 
 /// Escapes `value` for use inside a JSON string (without the quotes).
