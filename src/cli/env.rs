@@ -161,7 +161,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     super::run::init_logging("warn");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let gate = settings.gate();
+        let gate = settings.gate()?;
         let mut config = settings.proxy.clone();
         let proxy = match Proxy::start(config.clone(), gate.clone()).await {
             Ok(proxy) => proxy,

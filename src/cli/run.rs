@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 
-use egress_guard::proxy::gate::{Gate, PassThrough, Route, DEFAULT_INSPECT_HOSTS};
+use egress_guard::proxy::gate::Gate;
 use egress_guard::proxy::{Drained, Proxy, ProxyConfig};
 
 #[derive(Debug, Args)]
@@ -192,20 +192,33 @@ impl RunArgs {
 }
 
 impl Settings {
-    /// The gate the proxy asks. Until the policy engine lands this is `PassThrough`: the default
-    /// API hosts inspected, others tunnelled (or refused with `--refuse-others`).
-    pub fn gate(&self) -> Arc<dyn Gate> {
-        let others = if self.refuse_others {
-            Route::Deny
-        } else {
-            Route::Tunnel
-        };
-        let hosts = DEFAULT_INSPECT_HOSTS
+    /// The gate the proxy asks: the policy engine, with `--policy DIR` (watched and reloaded on
+    /// change or SIGHUP) or the shipped default embedded in the binary. A policy that does not
+    /// load is a bad configuration (exit 2), never a silent pass-through.
+    pub fn gate(&self) -> anyhow::Result<Arc<dyn Gate>> {
+        use egress_guard::policy::{loader, reload, PolicyGate};
+        let scanners: Arc<loader::ScannerFactory> = Arc::new(loader::builtin_scanner);
+        let loaded = match &self.policy {
+            Some(dir) => loader::load_dir(dir, scanners.as_ref()),
+            None => loader::load_embedded(scanners.as_ref()),
+        }
+        .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let inspect = self
+            .inspect
             .iter()
-            .map(|h| h.to_string())
-            .chain(self.inspect.iter().map(|h| h.to_ascii_lowercase()))
+            .map(|h| h.to_ascii_lowercase())
             .collect();
-        Arc::new(PassThrough::new(hosts, others))
+        let gate = Arc::new(
+            PolicyGate::new(
+                loaded,
+                Arc::new(egress_guard::policy::decision::TracingSink),
+            )
+            .with_route_overrides(inspect, self.refuse_others),
+        );
+        if let Some(dir) = &self.policy {
+            reload::watch(&gate, dir.clone(), scanners, Duration::from_secs(1));
+        }
+        Ok(gate)
     }
 }
 
@@ -248,15 +261,9 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     init_logging("info");
-    if let Some(policy) = &settings.policy {
-        tracing::warn!(
-            policy = %policy.display(),
-            "policies are not enforced by this build yet: every inspected request is allowed"
-        );
-    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let gate = settings.gate();
+        let gate = settings.gate()?;
         let proxy = Proxy::start(settings.proxy.clone(), gate).await?;
         announce(&proxy);
         if !proxy.proxy_addr.ip().is_loopback() {

@@ -1,4 +1,13 @@
 //! Inspection: decode request bodies and read them the way each provider's API means them.
+//!
+//! [`decode`] undoes content-encodings and charsets; [`providers`] walk each API's fields and
+//! produce [`content::Segment`]s (decoded text, JSON path, map back to the raw bytes). Nothing
+//! here decides anything or changes a byte: that is `policy` and `act`.
+
+pub mod content;
+pub mod decode;
+pub mod json;
+pub mod providers;
 
 /// The API family a destination speaks; decides how a body is read and how errors are shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

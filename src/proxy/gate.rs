@@ -53,6 +53,18 @@ pub struct Forward {
     pub body: Bytes,
     /// Rewrites the streamed response (e.g. restores pseudonyms), if the decision needs it.
     pub response: Option<Box<dyn ResponseFilter>>,
+    /// Send the request here instead of to its own host (a local model server chosen by
+    /// policy); `None` for the request's own destination.
+    pub upstream: Option<UpstreamOverride>,
+}
+
+/// Another place to send a request: scheme and `host:port`. The request's path (already
+/// rewritten by the gate if the endpoint has a prefix) is kept. For plain `http` the proxy
+/// connects without TLS; for `https` it verifies the endpoint's certificate as for any upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOverride {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
 }
 
 impl Forward {
@@ -63,6 +75,7 @@ impl Forward {
             parts: outbound.parts,
             body: outbound.body,
             response: None,
+            upstream: None,
         }
     }
 }

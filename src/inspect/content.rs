@@ -1,0 +1,354 @@
+//! What a request says, as a list of text [`Segment`]s each with its location (a JSON path) and
+//! a map back to the raw body bytes, and the [`Document`] that scans them all in one pass.
+//!
+//! Adjacent parts of one message share a *group*: they are scanned as one run of text, so a
+//! secret split across two content blocks is still found. Different groups are kept apart by a
+//! blank line so that unrelated texts never join into a false match.
+
+use std::ops::Range;
+
+use base64::Engine;
+
+use super::json::{Node, Text};
+
+/// Where a segment's text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Body,
+    Query,
+    Header,
+}
+
+/// One piece of user content, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// JSON path in the body (`messages[2].content[0].text`), `query.<name>`, `header.<name>`,
+    /// or `body` for a non-JSON body.
+    pub location: String,
+    pub text: Text,
+    pub group: u32,
+    pub place: Place,
+}
+
+impl Segment {
+    /// True when rewriting the mapped source bytes rewrites exactly this text (body text that
+    /// was not base64-decoded or otherwise transformed as a whole).
+    pub fn rewritable(&self) -> bool {
+        self.place == Place::Body && !matches!(self.text.origin, super::json::Origin::Opaque(_))
+    }
+}
+
+/// Everything a provider reader extracted from a request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub segments: Vec<Segment>,
+    /// The requested model, if the body or path names one.
+    pub model: Option<String>,
+    /// Locations of image (or other unreadable media) blocks, for the policy's image setting.
+    pub media: Vec<String>,
+}
+
+/// Collects segments while a provider reader walks the JSON tree.
+pub struct Collector<'a> {
+    pub body: &'a [u8],
+    pub content: Content,
+    group: u32,
+}
+
+/// Keys that never carry user content in any API: identifiers, enums, signatures, hashes.
+const STRUCTURAL_KEYS: &[&str] = &[
+    "type",
+    "id",
+    "role",
+    "tool_use_id",
+    "tool_call_id",
+    "call_id",
+    "signature",
+    "media_type",
+    "mime_type",
+    "mimeType",
+    "cache_control",
+    "status",
+    "encrypted_content",
+    "detail",
+    "format",
+];
+
+impl<'a> Collector<'a> {
+    pub fn new(body: &'a [u8]) -> Self {
+        Self {
+            body,
+            content: Content::default(),
+            group: 0,
+        }
+    }
+
+    /// Starts a new group: the next text is not joined to the previous one.
+    pub fn group(&mut self) {
+        self.group += 1;
+    }
+
+    fn push(&mut self, location: String, text: Text) {
+        if !text.text.is_empty() {
+            self.content.segments.push(Segment {
+                location,
+                text,
+                group: self.group,
+                place: Place::Body,
+            });
+        }
+    }
+
+    /// Adds `node` if it is a string (in the current group). Returns whether it was.
+    pub fn string(&mut self, node: Option<&Node>, path: &str) -> bool {
+        if let Some(Node::Str(range)) = node {
+            if let Ok(text) = Text::from_json_string(self.body, range.clone(), true) {
+                self.push(path.to_owned(), text);
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Adds every string leaf under `node`, each in its own group, skipping structural keys.
+    pub fn strings(&mut self, node: Option<&Node>, path: &str) {
+        let Some(node) = node else { return };
+        match node {
+            Node::Str(_) => {
+                self.group();
+                self.string(Some(node), path);
+            }
+            Node::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.strings(Some(item), &format!("{path}[{i}]"));
+                }
+            }
+            Node::Object(members) => {
+                for (key, value) in members {
+                    if !STRUCTURAL_KEYS.contains(&key.as_str()) {
+                        self.strings(Some(value), &join(path, key));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A string that holds JSON (tool-call arguments): its leaves are scanned as JSON with
+    /// paths continuing inside it; if it is not JSON, it is scanned as text.
+    pub fn json_string(&mut self, node: Option<&Node>, path: &str) {
+        let Some(Node::Str(range)) = node else {
+            // Some APIs send arguments as an object already.
+            self.strings(node, path);
+            return;
+        };
+        let Ok(outer) = Text::from_json_string(self.body, range.clone(), false) else {
+            return;
+        };
+        let inner_body = outer.text.as_bytes();
+        match super::json::parse(inner_body) {
+            Ok(inner) => {
+                let mut inner_collector = Collector::new(inner_body);
+                inner_collector.group = self.group;
+                inner_collector.strings(Some(&inner), path);
+                self.group = inner_collector.group + 1;
+                for segment in inner_collector.content.segments {
+                    let text = segment.text.through(&outer);
+                    self.content.segments.push(Segment { text, ..segment });
+                }
+            }
+            Err(_) => {
+                self.group();
+                self.string(node, path);
+            }
+        }
+    }
+
+    /// Base64 data of a document: decoded and scanned when its type is text (or a PDF, whose
+    /// uncompressed text streams are readable as-is). A finding in it cannot be redacted in
+    /// place, so the policy blocks instead.
+    pub fn base64(&mut self, node: Option<&Node>, path: &str, media_type: &str) {
+        let Some(Node::Str(range)) = node else { return };
+        let mut raw = self.body[range.clone()].trim_ascii();
+        // A data URL (`data:application/pdf;base64,JVBER...`) names its own type.
+        let mut media_type = media_type.to_owned();
+        if raw.starts_with(b"data:") {
+            if let Some(comma) = raw.iter().position(|&b| b == b',') {
+                let header = String::from_utf8_lossy(&raw[5..comma]).into_owned();
+                if media_type.is_empty() {
+                    media_type = header.split(';').next().unwrap_or("").to_owned();
+                }
+                raw = &raw[comma + 1..];
+            }
+        }
+        let media_type = media_type.as_str();
+        let textual = media_type.starts_with("text/")
+            || media_type.contains("json")
+            || media_type.contains("xml")
+            || media_type.contains("yaml")
+            || media_type == "application/pdf"
+            || media_type.is_empty();
+        if !textual {
+            self.media(path);
+            return;
+        }
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(raw) else {
+            // Not base64 after all: scan it as the text it is.
+            self.group();
+            self.string(node, path);
+            return;
+        };
+        let decoded = Text::from_plain(&bytes, 0..bytes.len(), true).text;
+        self.group();
+        self.push(path.to_owned(), Text::opaque(decoded, range.clone()));
+        self.group();
+    }
+
+    /// Records an image (or other media) block at `path`.
+    pub fn media(&mut self, path: &str) {
+        self.content.media.push(path.to_owned());
+    }
+}
+
+/// `path.key`, or `key` at the root.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// All segments joined for one scan, with the way back to each segment.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub text: String,
+    /// Start offset in `text` of each segment, in segment order.
+    starts: Vec<usize>,
+    /// The range of `text` each group occupies: the units that can be scanned apart.
+    pub groups: Vec<Range<usize>>,
+}
+
+/// Between groups: nothing a detector could take as part of a value.
+const GROUP_SEPARATOR: &str = "\n\n";
+
+impl Document {
+    pub fn build(segments: &[Segment]) -> Document {
+        let total: usize = segments.iter().map(|s| s.text.text.len() + 2).sum();
+        let mut text = String::with_capacity(total);
+        let mut starts = Vec::with_capacity(segments.len());
+        let mut groups: Vec<Range<usize>> = Vec::new();
+        let mut previous_group = None;
+        for segment in segments {
+            if previous_group != Some(segment.group) {
+                if previous_group.is_some() {
+                    text.push_str(GROUP_SEPARATOR);
+                }
+                groups.push(text.len()..text.len());
+            }
+            previous_group = Some(segment.group);
+            starts.push(text.len());
+            text.push_str(&segment.text.text);
+            if let Some(last) = groups.last_mut() {
+                last.end = text.len();
+            }
+        }
+        Document {
+            text,
+            starts,
+            groups,
+        }
+    }
+
+    /// The segments (index and range within the segment's text) that `span` of the document
+    /// covers; more than one when a value runs across adjacent parts.
+    pub fn pieces(&self, segments: &[Segment], span: Range<usize>) -> Vec<(usize, Range<usize>)> {
+        let first = self
+            .starts
+            .partition_point(|&s| s <= span.start)
+            .saturating_sub(1);
+        let mut pieces = Vec::new();
+        for (index, &start) in self.starts.iter().enumerate().skip(first) {
+            if start >= span.end {
+                break;
+            }
+            let end = start + segments.get(index).map_or(0, |s| s.text.text.len());
+            if end > span.start {
+                pieces.push((
+                    index,
+                    span.start.max(start) - start..span.end.min(end) - start,
+                ));
+            }
+        }
+        pieces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(body: &[u8], f: impl FnOnce(&mut Collector, &Node)) -> Content {
+        let node = super::super::json::parse(body).unwrap();
+        let mut c = Collector::new(body);
+        f(&mut c, &node);
+        c.content
+    }
+
+    #[test]
+    fn a_value_split_across_two_parts_maps_back_to_both() {
+        let body = br#"{"a":"key AKIA1234","b":"5678ABCD end"}"#;
+        let content = collect(body, |c, n| {
+            c.string(n.get("a"), "a");
+            c.string(n.get("b"), "b");
+        });
+        let doc = Document::build(&content.segments);
+        let at = doc.text.find("AKIA").unwrap();
+        let pieces = doc.pieces(&content.segments, at..at + 16);
+        assert_eq!(pieces, vec![(0, 4..12), (1, 0..8)]);
+    }
+
+    #[test]
+    fn different_groups_never_join() {
+        let body = br#"{"a":"AKIA1234","b":"5678ABCD"}"#;
+        let content = collect(body, |c, n| {
+            c.string(n.get("a"), "a");
+            c.group();
+            c.string(n.get("b"), "b");
+        });
+        let doc = Document::build(&content.segments);
+        assert_eq!(doc.text, "AKIA1234\n\n5678ABCD");
+        assert_eq!(doc.pieces(&content.segments, 10..14), vec![(1, 0..4)]);
+    }
+
+    #[test]
+    fn tool_arguments_are_read_as_the_json_they_contain() {
+        let body = br#"{"arguments":"{\"cmd\":\"export TOKEN=abc\",\"n\":1}"}"#;
+        let content = collect(body, |c, n| c.json_string(n.get("arguments"), "arguments"));
+        assert_eq!(content.segments.len(), 1);
+        let segment = &content.segments[0];
+        assert_eq!(segment.location, "arguments.cmd");
+        assert_eq!(segment.text.text, "export TOKEN=abc");
+        let (raw, exact) = segment.text.source_range(13..16);
+        assert!(exact);
+        assert_eq!(&body[raw], b"abc");
+    }
+
+    #[test]
+    fn base64_text_documents_are_decoded_but_not_rewritable() {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode("-----BEGIN KEY-----");
+        let body = format!(r#"{{"data":"{data}"}}"#);
+        let content = collect(body.as_bytes(), |c, n| {
+            c.base64(n.get("data"), "data", "text/plain")
+        });
+        assert_eq!(content.segments[0].text.text, "-----BEGIN KEY-----");
+        assert!(!content.segments[0].rewritable());
+        let content = collect(body.as_bytes(), |c, n| {
+            c.base64(n.get("data"), "data", "image/png")
+        });
+        assert!(content.segments.is_empty());
+        assert_eq!(content.media, vec!["data".to_owned()]);
+    }
+}

@@ -1,0 +1,164 @@
+//! Scanning each message once per conversation instead of once per request.
+//!
+//! An agent re-sends the whole conversation with every request, so all but its last few
+//! messages were scanned before. The document is scanned group by group (a message's adjacent
+//! parts, a tool result, ...) and each group's findings are kept, keyed by a keyed hash of its
+//! text and the policy digest, in a bounded cache: the cost of a request then grows with what is
+//! new in it. The cache holds spans and detector ids only, never text.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+
+use crate::detect::Finding;
+use crate::inspect::content::Document;
+
+use super::Detect;
+
+/// Groups shorter than this are scanned directly: hashing and locking would cost about as much.
+const MIN_CACHED_LEN: usize = 256;
+
+pub struct ScanCache {
+    /// Keyed per process, so nobody can craft two texts with the same key.
+    hasher: RandomState,
+    capacity: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    findings: HashMap<u64, Arc<[Finding]>>,
+    order: VecDeque<u64>,
+}
+
+impl ScanCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            hasher: RandomState::new(),
+            capacity,
+            entries: Mutex::new(Entries::default()),
+        }
+    }
+
+    /// Every finding in `document`, spans into `document.text`, ordered by start.
+    pub fn scan(&self, scanner: &dyn Detect, digest: &str, document: &Document) -> Vec<Finding> {
+        let mut all = Vec::new();
+        for group in &document.groups {
+            let text = &document.text.as_bytes()[group.clone()];
+            let found: Arc<[Finding]> = if text.len() < MIN_CACHED_LEN || self.capacity == 0 {
+                scanner.scan(text).into()
+            } else {
+                let key = self.hasher.hash_one((digest, text));
+                let cached = self.lock().findings.get(&key).cloned();
+                match cached {
+                    Some(found) => found,
+                    None => {
+                        let found: Arc<[Finding]> = scanner.scan(text).into();
+                        let mut entries = self.lock();
+                        if entries.findings.insert(key, found.clone()).is_none() {
+                            entries.order.push_back(key);
+                        }
+                        while entries.order.len() > self.capacity {
+                            if let Some(old) = entries.order.pop_front() {
+                                entries.findings.remove(&old);
+                            }
+                        }
+                        found
+                    }
+                }
+            };
+            all.extend(found.iter().map(|f| Finding {
+                span: f.span.start + group.start..f.span.end + group.start,
+                ..f.clone()
+            }));
+        }
+        all
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // A panic while holding the lock leaves a consistent map (inserts are single calls).
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Category, Severity};
+    use crate::inspect::content::{Place, Segment};
+    use crate::inspect::json::Text;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Finds every `KEY` and counts the bytes it was asked to scan.
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+    impl Detect for Counting {
+        fn scan(&self, input: &[u8]) -> Vec<Finding> {
+            self.0.fetch_add(input.len(), Ordering::SeqCst);
+            input
+                .windows(3)
+                .enumerate()
+                .filter(|(_, w)| *w == b"KEY")
+                .map(|(i, _)| Finding {
+                    detector: "secret.key".into(),
+                    category: Category::Secret,
+                    severity: Severity::High,
+                    span: i..i + 3,
+                })
+                .collect()
+        }
+    }
+
+    fn document(texts: &[String]) -> Document {
+        let segments: Vec<Segment> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Segment {
+                location: format!("messages[{i}]"),
+                text: Text::from_plain(t.as_bytes(), 0..t.len(), false),
+                group: i as u32,
+                place: Place::Body,
+            })
+            .collect();
+        Document::build(&segments)
+    }
+
+    #[test]
+    fn a_repeated_conversation_is_scanned_only_where_it_is_new() {
+        let cache = ScanCache::new(16);
+        let scanner = Counting::default();
+        let old = format!("{} KEY {}", "a".repeat(300), "b".repeat(300));
+        let first = document(std::slice::from_ref(&old));
+        let found = cache.scan(&scanner, "d", &first);
+        assert_eq!(found.len(), 1);
+        let scanned_once = scanner.0.load(Ordering::SeqCst);
+
+        let new = format!("{} KEY", "c".repeat(300));
+        let second = document(&[old.clone(), new.clone()]);
+        let found = cache.scan(&scanner, "d", &second);
+        assert_eq!(found.len(), 2);
+        for f in &found {
+            assert_eq!(&second.text[f.span.clone()], "KEY");
+        }
+        assert_eq!(scanner.0.load(Ordering::SeqCst), scanned_once + new.len());
+
+        // Another policy (digest) scans again.
+        cache.scan(&scanner, "other", &second);
+        assert!(scanner.0.load(Ordering::SeqCst) > scanned_once + new.len() * 2);
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = ScanCache::new(2);
+        let scanner = Counting::default();
+        for i in 0..10 {
+            cache.scan(
+                &scanner,
+                "d",
+                &document(&[format!("{i}{}", "x".repeat(300))]),
+            );
+        }
+        assert!(cache.lock().findings.len() <= 2);
+        assert!(cache.lock().order.len() <= 2);
+    }
+}
