@@ -104,7 +104,11 @@ async fn a_secret_is_redacted_before_it_leaves_for_every_provider() {
     for (url, body) in cases {
         let response = post(&guard, url, &[], body.to_string()).await;
         assert_eq!(response.status(), 200, "{url}");
-        assert_eq!(response.version(), http::Version::HTTP_2, "the client spoke HTTP/2");
+        assert_eq!(
+            response.version(),
+            http::Version::HTTP_2,
+            "the client spoke HTTP/2"
+        );
         let reply = response.text().await.unwrap();
         let seen = upstream.last_request().unwrap().body_text();
         assert!(!seen.contains(AWS_KEY), "{url}: {seen}");

@@ -96,6 +96,7 @@ impl Gate for TestGate {
                 parts,
                 body,
                 response: Some(Box::new(Restore)),
+                upstream: None,
             });
         }
         let mut forward = Forward::unchanged(request);

@@ -1,5 +1,6 @@
-//! A WebSocket-style upgrade on an intercepted host (OpenAI's Realtime API uses one): the gate
-//! sees the upgrade request, then the proxy relays both directions after `101`.
+//! WebSocket-style upgrades on an intercepted host (OpenAI's Realtime API, Codex CLI's Responses
+//! socket). The shipped policy refuses them, so the agent falls back to HTTPS and nothing leaves
+//! uninspected; a gate that does allow one gets both directions relayed after `101`.
 
 mod support;
 
@@ -7,11 +8,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use egress_guard::proxy::gate::PassThrough;
+use egress_guard::proxy::{Proxy, ProxyConfig};
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
 use support::guard::{wire, Guard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -20,6 +24,8 @@ use tokio::net::TcpListener;
 struct EchoUpgradeServer {
     addr: std::net::SocketAddr,
     ca_pem: tempfile::NamedTempFile,
+    /// TCP connections accepted so far: proves that a refused upgrade never reached us.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,8 +64,11 @@ async fn echo_upgrade_server() -> EchoUpgradeServer {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     let task = tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -95,11 +104,20 @@ async fn echo_upgrade_server() -> EchoUpgradeServer {
             });
         }
     });
-    EchoUpgradeServer { addr, ca_pem, task }
+    EchoUpgradeServer {
+        addr,
+        ca_pem,
+        accepted,
+        task,
+    }
 }
 
+const UPGRADE_REQUEST: &[u8] =
+    b"GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: api.openai.com\r\n\
+      Connection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer sk-rt\r\n\r\n";
+
 #[tokio::test]
-async fn an_upgrade_passes_the_gate_then_relays_both_ways() {
+async fn the_shipped_policy_refuses_an_upgrade_and_nothing_reaches_the_upstream() {
     let server = echo_upgrade_server().await;
     let guard = Guard::for_upstream(
         vec![format!("api.openai.com:443={}", server.addr)],
@@ -109,15 +127,50 @@ async fn an_upgrade_passes_the_gate_then_relays_both_ways() {
 
     let (head, tunnel) = wire::connect(guard.proxy, "api.openai.com:443").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    // Upgrades are an HTTP/1.1 mechanism: offer only that.
     let mut tls = wire::tls(tunnel, "api.openai.com", &guard.ca_pem(), &[b"http/1.1"]).await;
+    tls.write_all(UPGRADE_REQUEST)
+        .await
+        .expect("upgrade request");
+    let head = wire::read_head(&mut tls).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 426"), "{head}");
+    assert!(head.contains("x-egress-guard-decision: "), "{head}");
+    assert_eq!(
+        server.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a refused upgrade never opens a connection upstream"
+    );
+}
 
-    tls.write_all(
-        b"GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: api.openai.com\r\n\
-          Connection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer sk-rt\r\n\r\n",
-    )
-    .await
-    .expect("upgrade request");
+#[tokio::test]
+async fn an_upgrade_a_gate_allows_is_relayed_both_ways() {
+    let server = echo_upgrade_server().await;
+    let data = tempfile::tempdir().expect("data dir");
+    let config = ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data.path().to_path_buf(),
+        upstream_ca: vec![server.ca_pem.path().to_path_buf()],
+        resolve: vec![format!("api.openai.com:443={}", server.addr)],
+        max_body: ProxyConfig::DEFAULT_MAX_BODY,
+        connect_timeout: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(60),
+        drain_timeout: Duration::from_secs(10),
+        leaf_cache_size: 16,
+    };
+    // The pass-through gate lets the upgrade request through unchanged: what the proxy then does
+    // with the connection is what this test is about.
+    let proxy = Proxy::start(config, Arc::new(PassThrough::default()))
+        .await
+        .expect("proxy starts");
+    let ca_pem = std::fs::read(&proxy.ca_path).expect("CA");
+
+    let (head, tunnel) = wire::connect(proxy.proxy_addr, "api.openai.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Upgrades are an HTTP/1.1 mechanism: offer only that.
+    let mut tls = wire::tls(tunnel, "api.openai.com", &ca_pem, &[b"http/1.1"]).await;
+    tls.write_all(UPGRADE_REQUEST)
+        .await
+        .expect("upgrade request");
     let head = wire::read_head(&mut tls).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("x-egress-guard-decision: "), "{head}");

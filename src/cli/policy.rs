@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Subcommand;
-use egress_guard::detect::Scanner;
 
 use egress_guard::policy::decision::{AuditError, AuditSink, Decision};
 use egress_guard::policy::loader::{self, LoadedPolicy};

@@ -101,28 +101,58 @@ pub fn load_embedded(scanners: &ScannerFactory) -> Result<LoadedPolicy, PolicyEr
 
 /// The policy in `dir`.
 pub fn load_dir(dir: &Path, scanners: &ScannerFactory) -> Result<LoadedPolicy, PolicyError> {
-    let file = ["policy.toml", "default.toml"]
+    let own_file = ["policy.toml", "default.toml"]
         .iter()
         .map(|name| dir.join(name))
-        .find(|path| path.is_file())
-        .ok_or_else(|| PolicyError::Missing {
-            dir: dir.to_owned(),
-        })?;
-    let text = read(&file)?;
+        .find(|path| path.is_file());
+    let rules_dir = dir.join("rules");
+    let dictionaries_dir = dir.join("dictionaries");
+    // A directory with only rule packs or dictionaries extends the shipped policy: a team adding
+    // its own detectors should not have to copy (and then maintain) the whole default policy.
+    let (file, text) = match own_file {
+        Some(file) => {
+            let text = read(&file)?;
+            (file, text)
+        }
+        None if rules_dir.is_dir() || dictionaries_dir.is_dir() => (
+            PathBuf::from("policies/default.toml"),
+            DEFAULT_POLICY.to_owned(),
+        ),
+        None => {
+            return Err(PolicyError::Missing {
+                dir: dir.to_owned(),
+            })
+        }
+    };
     let policy = parse(&file, &text)?;
     let mut digested = vec![text.clone().into_bytes()];
-    let rules_dir = dir.join("rules");
-    let rules_dir = rules_dir.is_dir().then_some(rules_dir);
-    if let Some(rules) = &rules_dir {
-        for path in toml_files(rules)? {
+    for extra in [&rules_dir, &dictionaries_dir] {
+        if !extra.is_dir() {
+            continue;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(extra)
+            .map_err(|source| PolicyError::Io {
+                file: extra.to_owned(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        for path in files {
             digested.push(
                 path.file_name()
                     .map_or(Vec::new(), |n| n.as_encoded_bytes().to_vec()),
             );
-            digested.push(read(&path)?.into_bytes());
+            digested.push(std::fs::read(&path).map_err(|source| PolicyError::Io {
+                file: path.clone(),
+                source,
+            })?);
         }
     }
-    let scanner = scanners(rules_dir.as_deref()).map_err(PolicyError::Rules)?;
+    // The scanner reads `DIR/rules/*.toml` and `DIR/dictionaries/` itself: hand it the policy
+    // directory, not the rules folder.
+    let scanner = scanners(Some(dir)).map_err(PolicyError::Rules)?;
     let mut cases = Vec::new();
     let tests_dir = dir.join("tests");
     if tests_dir.is_dir() {

@@ -35,6 +35,19 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// The destination a gate chose instead of the request's own.
+    fn from_override(elsewhere: &super::gate::UpstreamOverride) -> Self {
+        let https = elsewhere.scheme == http::uri::Scheme::HTTPS;
+        Self {
+            scheme: elsewhere.scheme.clone(),
+            host: elsewhere.authority.host().to_ascii_lowercase(),
+            port: elsewhere
+                .authority
+                .port_u16()
+                .unwrap_or(if https { 443 } else { 80 }),
+        }
+    }
+
     fn authority(&self) -> String {
         let default = if self.scheme == http::uri::Scheme::HTTPS {
             443
@@ -108,7 +121,13 @@ async fn intercept_inner(
     };
     let decision_id = forward.decision_id;
     let filter = forward.response;
-    let response = match send_upstream(&shared, &dest, forward.parts, forward.body).await {
+    // A gate may send the request elsewhere (a local model server chosen by policy); the proxy
+    // honours that or nothing leaves, never the original destination by default.
+    let target = match &forward.upstream {
+        Some(elsewhere) => Destination::from_override(elsewhere),
+        None => dest.clone(),
+    };
+    let response = match send_upstream(&shared, &target, forward.parts, forward.body).await {
         Ok(response) => response,
         Err(failure) => {
             return reply(
