@@ -178,15 +178,21 @@ impl RunArgs {
                 bail!("--upstream-ca {} is not a file", ca.display());
             }
         }
+        let inspect = if self.inspect.is_empty() {
+            file.inspect
+        } else {
+            self.inspect.clone()
+        };
+        let inspect = inspect
+            .iter()
+            .map(|h| egress_guard::proxy::host::inspect_target(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
         Ok(Settings {
             proxy,
             policy,
             refuse_others: self.refuse_others || file.refuse_others.unwrap_or(false),
-            inspect: if self.inspect.is_empty() {
-                file.inspect
-            } else {
-                self.inspect.clone()
-            },
+            inspect,
         })
     }
 }

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::body::{self, ProxyBody};
 use super::forward::{self, Destination};
 use super::gate::Route;
+use super::host::{self, Host};
 use super::{listener, Shared};
 use crate::act::reply::ErrorReply;
 use crate::admin::metrics::metrics;
@@ -21,10 +22,10 @@ use crate::inspect::Provider;
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let Some((host, port)) = req
+    let Some((raw_host, port)) = req
         .uri()
         .authority()
-        .map(|a| (a.host().to_ascii_lowercase(), a.port_u16().unwrap_or(443)))
+        .map(|a| (a.host().to_string(), a.port_u16().unwrap_or(443)))
     else {
         return not_for_a_provider(
             StatusCode::BAD_REQUEST,
@@ -32,8 +33,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             "egress-guard: CONNECT needs host:port",
         );
     };
+    // Normalised once, here, before the gate, the leaf cache or a pin sees it: a trailing dot
+    // or odd case must not turn an inspected host into a tunnelled one.
+    let (host, route) = match destination_route(&shared, &raw_host, port) {
+        Ok(found) => found,
+        Err(answer) => return answer,
+    };
     let provider = Provider::from_host(&host);
-    let route = shared.gate.route(&host, port);
     tracing::debug!(%host, port, ?route, "CONNECT");
     match route {
         Route::Deny => {
@@ -153,6 +159,52 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                 .instrument(span),
             );
             Response::new(body::empty())
+        }
+    }
+}
+
+/// The normalised host and its route, or the answer refusing it: a name that is not a plain DNS
+/// name is a `400`; an IP literal is never inspected (no leaf can name it), is refused when the
+/// gate refuses hosts it does not inspect, and is logged when tunnelled.
+pub fn destination_route(
+    shared: &Shared,
+    raw_host: &str,
+    port: u16,
+) -> Result<(String, Route), Response<ProxyBody>> {
+    let host = match host::normalize(raw_host) {
+        Ok(host) => host,
+        Err(error) => {
+            tracing::info!(%error, "refusing a malformed destination");
+            return Err(not_for_a_provider(
+                StatusCode::BAD_REQUEST,
+                "bad_host",
+                "egress-guard: the destination is not a valid host name",
+            ));
+        }
+    };
+    let name = host.as_uri_host();
+    let route = shared.gate.route(&name, port);
+    match (host, route) {
+        (Host::Name(_), route) => Ok((name, route)),
+        (Host::Ip(_), Route::Tunnel) => {
+            tracing::warn!(host = %name, port, "tunnelling to an IP address (not inspected)");
+            Ok((name, Route::Tunnel))
+        }
+        (Host::Ip(_), _) => {
+            metrics()
+                .tunnels_total
+                .with_label_values(&["refused"])
+                .inc();
+            Err(forward::reply(
+                Provider::Generic,
+                ErrorReply::new(
+                    StatusCode::FORBIDDEN,
+                    "destination_refused",
+                    format!(
+                        "egress-guard does not allow connections to the IP address {name};                          use the host name"
+                    ),
+                ),
+            ))
         }
     }
 }

@@ -135,12 +135,17 @@ async fn route_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Re
                 "egress-guard: no host in the request target",
             );
         };
+        let port = authority.port_u16().unwrap_or(80);
+        let (host, route) = match connect::destination_route(&shared, authority.host(), port) {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
         let dest = Destination {
             scheme: http::uri::Scheme::HTTP,
-            host: authority.host().to_ascii_lowercase(),
-            port: authority.port_u16().unwrap_or(80),
+            host,
+            port,
         };
-        return match shared.gate.route(&dest.host, dest.port) {
+        return match route {
             Route::Inspect => forward::intercept(shared, dest, path, req).await,
             Route::Tunnel => forward::relay_plain(shared, dest, path, req).await,
             Route::Deny => refused(&dest.host),

@@ -12,6 +12,7 @@ mod connect;
 mod forward;
 pub mod gate;
 mod hop;
+pub mod host;
 mod listener;
 pub mod upstream;
 

@@ -34,10 +34,9 @@ impl ResolveMap {
             let (host, port) = name.rsplit_once(':').ok_or_else(bad)?;
             let port: u16 = port.parse().map_err(|_| bad())?;
             let addr: SocketAddr = addr.trim().parse().map_err(|_| bad())?;
-            if host.is_empty() {
-                return Err(bad());
-            }
-            map.insert((host.trim().to_ascii_lowercase(), port), addr);
+            // Pinned under the same normalised name the proxy looks up.
+            let host = super::host::normalize(host.trim()).map_err(|_| bad())?;
+            map.insert((host.as_uri_host(), port), addr);
         }
         Ok(Self(map))
     }
@@ -64,8 +63,8 @@ impl TcpConnector {
     }
 
     pub async fn connect(&self, host: &str, port: u16) -> io::Result<TcpStream> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         let pinned = self.resolve.get(host, port);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let attempt = async {
             match pinned {
                 Some(addr) => TcpStream::connect(addr).await,
