@@ -6,7 +6,6 @@ mod support;
 
 use support::guard::{wire, Guard};
 use support::upstream::FakeUpstream;
-use tokio::io::AsyncReadExt;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::*;
 
