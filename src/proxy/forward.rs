@@ -28,7 +28,8 @@ use crate::inspect::Provider;
 /// Where an intercepted request goes.
 #[derive(Debug, Clone)]
 pub struct Destination {
-    /// `https` for CONNECT-intercepted and base-URL requests, `http` for absolute-form ones.
+    /// `https` for every intercepted request (CONNECT, base-URL, and absolute-form `http://` to an
+    /// inspected host); `http` only for absolute-form requests relayed to hosts not inspected.
     pub scheme: http::uri::Scheme,
     pub host: String,
     pub port: u16,
@@ -247,7 +248,7 @@ async fn send_upstream(
     );
     let sent = tokio::time::timeout(
         shared.config.response_timeout,
-        shared.client.request(request),
+        shared.intercept_client.request(request),
     );
     match sent.await {
         Ok(Ok(response)) => Ok(response),

@@ -146,7 +146,20 @@ async fn route_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Re
             port,
         };
         return match route {
-            Route::Inspect => forward::intercept(shared, dest, path, req).await,
+            // An inspected host is an API that takes credentials: whatever scheme the agent
+            // wrote, the request leaves over verified TLS (443 unless it named another port).
+            Route::Inspect => {
+                let dest = Destination {
+                    scheme: http::uri::Scheme::HTTPS,
+                    port: if authority.port_u16().is_none() || dest.port == 80 {
+                        443
+                    } else {
+                        dest.port
+                    },
+                    host: dest.host,
+                };
+                forward::intercept(shared, dest, path, req).await
+            }
             Route::Tunnel => forward::relay_plain(shared, dest, path, req).await,
             Route::Deny => refused(&dest.host),
         };

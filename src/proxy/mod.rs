@@ -81,7 +81,10 @@ pub enum ProxyError {
 pub(crate) struct Shared {
     pub(crate) gate: Arc<dyn Gate>,
     pub(crate) leaves: LeafCache,
+    /// Relays plain `http://` requests to hosts that are not inspected.
     pub(crate) client: UpstreamClient,
+    /// Carries intercepted requests: HTTPS only.
+    pub(crate) intercept_client: UpstreamClient,
     pub(crate) tcp: TcpConnector,
     pub(crate) config: ProxyConfig,
     pub(crate) shutdown: CancellationToken,
@@ -117,7 +120,8 @@ impl Proxy {
         let resolve = ResolveMap::parse(&config.resolve)?;
         let tls = crate::tls::upstream_client_config(&config.upstream_ca)?;
         let tcp = TcpConnector::new(resolve, config.connect_timeout);
-        let client = upstream::client(tls, tcp.clone());
+        let client = upstream::client(tls.clone(), tcp.clone(), false);
+        let intercept_client = upstream::client(tls, tcp.clone(), true);
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -149,6 +153,7 @@ impl Proxy {
             gate,
             leaves: LeafCache::new(ca, config.leaf_cache_size),
             client,
+            intercept_client,
             tcp,
             config,
             shutdown: shutdown.clone(),

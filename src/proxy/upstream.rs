@@ -118,13 +118,18 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 /// upstream offers it by ALPN, HTTP/1.1 otherwise, whatever the client side speaks.
 pub type UpstreamClient = Client<HttpsConnector<TcpConnector>, UpstreamBody>;
 
-pub fn client(tls: rustls::ClientConfig, tcp: TcpConnector) -> UpstreamClient {
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp);
+///
+/// With `https_only` the connector refuses any `http://` URI: the client that carries
+/// intercepted (credential-bearing) requests can then never send one in cleartext, whatever a
+/// bug upstream of it builds.
+pub fn client(tls: rustls::ClientConfig, tcp: TcpConnector, https_only: bool) -> UpstreamClient {
+    let builder = HttpsConnectorBuilder::new().with_tls_config(tls);
+    let builder = if https_only {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    let https = builder.enable_http1().enable_http2().wrap_connector(tcp);
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
