@@ -57,6 +57,19 @@ impl ResponseFilter for Restore {
     }
 }
 
+/// Restores "carolyn" but forgets the length it changes.
+struct SloppyRestore;
+
+impl ResponseFilter for SloppyRestore {
+    fn head(&mut self, _parts: &mut http::response::Parts) {}
+    fn data(&mut self, chunk: Bytes) -> Bytes {
+        Bytes::from(String::from_utf8_lossy(&chunk).replace("PSN02", "carolyn"))
+    }
+    fn finish(&mut self) -> Bytes {
+        Bytes::new()
+    }
+}
+
 impl Gate for TestGate {
     fn route(&self, host: &str, port: u16) -> Route {
         PassThrough::default().route(host, port)
@@ -84,6 +97,18 @@ impl Gate for TestGate {
                 .with_decision(id)
                 .into_response(Provider::from_host(&request.host)),
             );
+        }
+        if text.contains("carolyn") {
+            // A careless gate: rewrites the body shorter but leaves the client's
+            // content-length, and a filter that lengthens the response without dropping its
+            // content-length. The proxy must fix both lengths itself.
+            let body = Bytes::from(text.replace("carolyn", "PSN02"));
+            return Verdict::Forward(Forward {
+                decision_id: id,
+                parts: request.parts,
+                body,
+                response: Some(Box::new(SloppyRestore)),
+            });
         }
         if text.contains("alice") {
             let body = Bytes::from(text.replace("alice", "PSN01"));
@@ -287,5 +312,36 @@ async fn a_gate_can_refuse_an_upgrade_before_anything_leaves() {
         "websocket",
         "the gate saw the upgrade"
     );
+    guard.stop().await;
+}
+
+#[tokio::test]
+async fn lengths_are_the_proxys_job_whatever_the_gate_and_filter_leave() {
+    let upstream = FakeUpstream::start().await;
+    let guard = InProcess::start(&upstream).await;
+    let response = guard
+        .client
+        .post("https://api.anthropic.com/v1/messages")
+        .header("content-type", "application/json")
+        .body(
+            r#"{"model":"m","max_tokens":64,"messages":[{"role":"user","content":"carolyn, hi"}]}"#,
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "a filtered response has no stale length"
+    );
+    let text = response.text().await.expect("whole body");
+    let seen = upstream.last_request().expect("upstream got it");
+    assert_eq!(
+        seen.headers["content-length"],
+        seen.body.len().to_string(),
+        "the forwarded length is the forwarded body's"
+    );
+    assert!(seen.body_text().contains("PSN02"));
+    assert!(text.contains("carolyn, hi"), "{text}");
     guard.stop().await;
 }

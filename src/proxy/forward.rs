@@ -237,6 +237,16 @@ async fn send_upstream(
     parts.uri = dest
         .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
         .map_err(|e| UpstreamFailure::Unreachable(format!("bad upstream address: {e}")))?;
+    // The length is the body we send, not whatever the client or a gate left in the head: a
+    // stale value would cut the body short upstream or smuggle the rest as another request.
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    if body.is_empty() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        // A bodiless request (GET) stays without one.
+    } else {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     // The upstream side negotiates its own version by ALPN; HTTP/1.1 here means "let the
     // connection decide", which lets an HTTP/2 client reach an HTTP/1.1-only upstream and back.
     parts.version = Version::HTTP_11;
@@ -295,6 +305,8 @@ fn to_client(
     hop::strip(&mut head.headers, false);
     if let Some(filter) = filter.as_mut() {
         filter.head(&mut head);
+        // A filter may change the body's length; never trust it to have said so.
+        head.headers.remove(header::CONTENT_LENGTH);
     }
     if let Some(decision) = decision {
         head.headers.insert(DECISION_HEADER, decision);
