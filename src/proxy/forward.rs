@@ -92,6 +92,9 @@ async fn intercept_inner(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let provider = Provider::from_host(&dest.host);
+    if let Err(answer) = plain_path(&path_and_query, provider) {
+        return answer;
+    }
     let upgrade = hop::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
@@ -165,6 +168,45 @@ async fn read_body(
             ))
         }
     }
+}
+
+/// Refuses a path the gate and the upstream could read differently: dot-segments, empty
+/// segments, encoded slashes, dots or backslashes. The gate's rules match the path as written;
+/// an upstream (or a CDN in front of it) that normalises it would act on another one.
+pub fn plain_path(path_and_query: &str, provider: Provider) -> Result<(), Response<ProxyBody>> {
+    if is_plain_path(path_and_query) {
+        return Ok(());
+    }
+    Err(reply(
+        provider,
+        ErrorReply::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_path",
+            "egress-guard refused this request: its path has `.`/`..` segments, an empty \
+             segment or an encoded `/`, `.` or `\\`, so it was not sent",
+        ),
+    ))
+}
+
+fn is_plain_path(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or("");
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\')
+        || ["%2f", "%2e", "%5c", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
+    {
+        return false;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    segments
+        .iter()
+        .enumerate()
+        .all(|(i, seg)| *seg != "." && *seg != ".." && (!seg.is_empty() || i == last))
 }
 
 /// Turns the client's head into the one the gate sees and the upstream gets: end-to-end headers
@@ -410,6 +452,38 @@ pub async fn relay_plain(
         Err(_) => {
             metrics().upstream_errors_total.inc();
             reply(provider, UpstreamFailure::Timeout.into_reply(&dest.host))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_path;
+
+    #[test]
+    fn only_plain_paths_pass() {
+        for ok in [
+            "/",
+            "/v1/messages",
+            "/v1/models/",
+            "/v1/x:generate?alt=sse&a=..%2F",
+        ] {
+            assert!(is_plain_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "//v1/messages",
+            "/v1//messages",
+            "/./v1",
+            "/v1/../x",
+            "/v1/..",
+            "/v1/%2e%2e/x",
+            "/v1%2Fmessages",
+            "/v1\\..\\x",
+            "/v1/%5c",
+        ] {
+            assert!(!is_plain_path(bad), "{bad}");
         }
     }
 }

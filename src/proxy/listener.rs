@@ -164,6 +164,13 @@ async fn route_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Re
             Route::Deny => refused(&dest.host),
         };
     }
+    // Checked before the prefix is stripped too: `/openai/../anthropic/...` must not pick a
+    // provider by one reading and a path by another.
+    if let Some((host, _)) = base_url::map(&path) {
+        if let Err(answer) = forward::plain_path(&path, Provider::from_host(host)) {
+            return answer;
+        }
+    }
     match base_url::map(&path) {
         Some((host, rest)) => {
             let dest = Destination {
