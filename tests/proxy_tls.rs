@@ -18,7 +18,9 @@ async fn the_minted_leaf_chains_to_our_ca_which_is_name_constrained() {
 
     // A TLS client trusting only our CA completes the handshake: the leaf chains to it.
     let tls = wire::tls(stream, "api.anthropic.com", &guard.ca_pem(), &[]).await;
-    let leaf_der = tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec();
+    let served = tls.get_ref().1.peer_certificates().expect("certs");
+    assert_eq!(served.len(), 1, "the leaf alone, no root in the chain");
+    let leaf_der = served[0].to_vec();
 
     let (_, leaf) = X509Certificate::from_der(&leaf_der).expect("leaf parses");
     let ca_pem = guard.ca_pem();

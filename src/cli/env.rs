@@ -108,11 +108,25 @@ fn prepare_trust(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
             ));
         }
     }
-    // Write then rename, so an agent starting meanwhile never reads half a bundle.
-    let partial = data_dir.join(format!("{BUNDLE_FILE}.partial"));
-    std::fs::write(&partial, pem_text)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, &bundle)
+    // Written to a uniquely named temporary file and renamed, so an agent starting meanwhile
+    // never reads half a bundle and two `env` runs at once never write the same file.
+    let mut partial = tempfile::Builder::new()
+        .prefix(&format!("{BUNDLE_FILE}."))
+        .suffix(".partial")
+        .tempfile_in(data_dir)
+        .with_context(|| format!("cannot write a bundle in {}", data_dir.display()))?;
+    std::io::Write::write_all(&mut partial, pem_text.as_bytes())
+        .with_context(|| format!("cannot write {}", partial.path().display()))?;
+    // World-readable like any CA bundle (the temp file starts 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = partial
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    partial
+        .persist(&bundle)
         .with_context(|| format!("cannot write {}", bundle.display()))?;
     Ok((ca.path().to_path_buf(), bundle))
 }
