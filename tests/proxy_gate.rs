@@ -138,6 +138,10 @@ struct InProcess {
 
 impl InProcess {
     async fn start(upstream: &FakeUpstream) -> InProcess {
+        Self::start_with(upstream, ProxyConfig::DEFAULT_BODY_IDLE_TIMEOUT).await
+    }
+
+    async fn start_with(upstream: &FakeUpstream, body_idle_timeout: Duration) -> InProcess {
         let data = tempfile::tempdir().expect("data dir");
         let config = ProxyConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -150,6 +154,8 @@ impl InProcess {
             response_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             leaf_cache_size: 16,
+            body_idle_timeout,
+            tunnel_idle_timeout: ProxyConfig::DEFAULT_TUNNEL_IDLE_TIMEOUT,
         };
         let gate = Arc::new(TestGate::default());
         let proxy = Proxy::start(config, gate.clone())
@@ -343,5 +349,37 @@ async fn lengths_are_the_proxys_job_whatever_the_gate_and_filter_leave() {
     );
     assert!(seen.body_text().contains("PSN02"));
     assert!(text.contains("carolyn, hi"), "{text}");
+    guard.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_body_gets_a_408_and_nothing_leaves() {
+    use support::guard::wire;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = FakeUpstream::start().await;
+    let guard = InProcess::start_with(&upstream, Duration::from_millis(200)).await;
+    let proxy = guard.proxy.as_ref().expect("running");
+    let (head, tunnel) = wire::connect(proxy.proxy_addr, "api.openai.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let ca = std::fs::read(&proxy.ca_path).expect("CA");
+    let mut tls = wire::tls(tunnel, "api.openai.com", &ca, &[b"http/1.1"]).await;
+    // Promises 100 bytes, sends 10, then waits (the connection stays open).
+    tls.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n\
+          Content-Length: 100\r\n\r\n{\"model\":1",
+    )
+    .await
+    .expect("partial request");
+    let head = wire::read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    let mut rest = vec![0u8; 2048];
+    let n = tls.read(&mut rest).await.expect("body");
+    assert!(
+        String::from_utf8_lossy(&rest[..n]).contains("request_body_timeout"),
+        "OpenAI-shaped"
+    );
+    assert!(upstream.requests().is_empty());
+    assert!(guard.seen().is_empty(), "the gate never saw half a body");
     guard.stop().await;
 }

@@ -172,6 +172,8 @@ impl RunArgs {
                 ProxyConfig::DEFAULT_DRAIN_TIMEOUT,
             ),
             leaf_cache_size: ProxyConfig::DEFAULT_LEAF_CACHE,
+            body_idle_timeout: ProxyConfig::DEFAULT_BODY_IDLE_TIMEOUT,
+            tunnel_idle_timeout: ProxyConfig::DEFAULT_TUNNEL_IDLE_TIMEOUT,
         };
         for ca in &proxy.upstream_ca {
             if !ca.is_file() {

@@ -13,7 +13,7 @@ use super::body::{self, ProxyBody};
 use super::forward::{self, Destination};
 use super::gate::Route;
 use super::host::{self, Host};
-use super::{listener, Shared};
+use super::{listener, relay, Shared};
 use crate::act::reply::ErrorReply;
 use crate::admin::metrics::metrics;
 use crate::inspect::Provider;
@@ -137,24 +137,19 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                 .inc();
             let on_upgrade = hyper::upgrade::on(req);
             let stop = shared.shutdown.clone();
+            let idle = shared.config.tunnel_idle_timeout;
             let span = tracing::info_span!("tunnel", %host, port);
             shared.tracker.spawn(
                 async move {
                     let Some(upgraded) = tunnel_opened(on_upgrade).await else {
                         return;
                     };
-                    let mut client = TokioIo::new(upgraded);
-                    let mut upstream = upstream;
                     // Tunnelled bytes have no request boundaries we could wait for, so a stop
-                    // closes them at once rather than holding the process for its grace period.
-                    tokio::select! {
-                        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                            if let Ok((up, down)) = result {
-                                tracing::debug!(up, down, "tunnel closed");
-                            }
-                        }
-                        _ = stop.cancelled() => tracing::debug!("tunnel closed by shutdown"),
-                    }
+                    // closes them at once rather than holding the process for its grace period;
+                    // a tunnel nobody uses any more is closed after the idle timeout.
+                    let ended =
+                        relay::both_ways(TokioIo::new(upgraded), upstream, idle, &stop).await;
+                    tracing::debug!(?ended, "tunnel closed");
                 }
                 .instrument(span),
             );

@@ -99,7 +99,15 @@ async fn intercept_inner(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
 
-    let body = match read_body(&parts, incoming, shared.config.max_body, provider).await {
+    let body = match read_body(
+        &parts,
+        incoming,
+        shared.config.max_body,
+        shared.config.body_idle_timeout,
+        provider,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(answer) => return answer,
     };
@@ -134,10 +142,34 @@ fn count(provider: Provider, action: &str) {
 /// Collects the request body, at most `limit` bytes: a declared length over it is refused before
 /// reading, and a body that keeps coming is refused as soon as it passes the limit, never held
 /// whole in memory.
+/// Collects a body frame by frame; `None` when no frame arrived for `idle` (a client that
+/// stalls mid-body must not hold a task and its buffer forever).
+async fn collect_within<B>(
+    mut body: B,
+    idle: std::time::Duration,
+) -> Result<Option<Bytes>, B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut collected = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Ok(None),
+            Ok(None) => return Ok(Some(collected.freeze())),
+            Ok(Some(frame)) => {
+                if let Ok(data) = frame?.into_data() {
+                    collected.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
 async fn read_body(
     parts: &http::request::Parts,
     incoming: Incoming,
     limit: usize,
+    idle: std::time::Duration,
     provider: Provider,
 ) -> Result<Bytes, Response<ProxyBody>> {
     let declared = parts
@@ -149,8 +181,23 @@ async fn read_body(
         count(provider, "block");
         return Err(too_large(provider, limit));
     }
-    match Limited::new(incoming, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+    match collect_within(Limited::new(incoming, limit), idle).await {
+        Ok(Some(collected)) => Ok(collected),
+        Ok(None) => {
+            tracing::info!("client stopped sending its request body");
+            Err(reply(
+                provider,
+                ErrorReply::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_body_timeout",
+                    format!(
+                        "egress-guard stopped waiting for the request body (nothing arrived for \
+                         {}s); nothing was sent",
+                        idle.as_secs()
+                    ),
+                ),
+            ))
+        }
         Err(error) if error.is::<LengthLimitError>() => {
             count(provider, "block");
             Err(too_large(provider, limit))
@@ -332,9 +379,12 @@ fn to_client(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        shared
-            .tracker
-            .spawn(relay_upgraded(client_upgrade, upstream_upgrade));
+        shared.tracker.spawn(relay_upgraded(
+            client_upgrade,
+            upstream_upgrade,
+            shared.config.tunnel_idle_timeout,
+            shared.shutdown.clone(),
+        ));
         let (mut head, _) = response.into_parts();
         hop::strip(&mut head.headers, true);
         if let Some(decision) = decision {
@@ -356,20 +406,28 @@ fn to_client(
     Response::from_parts(head, body::relay(incoming, filter))
 }
 
-/// Relays an upgraded connection (WebSocket, ...) both ways until either side closes.
-async fn relay_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
+/// Relays an upgraded connection (WebSocket, ...) both ways until both sides close, it idles
+/// out, or the proxy stops (an open WebSocket must not hold a drain for its grace period).
+async fn relay_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let both = tokio::select! {
+        both = async { tokio::try_join!(client, upstream) } => both,
+        _ = stop.cancelled() => return,
+    };
+    let (client, upstream) = match both {
         Ok(both) => both,
         Err(error) => {
             tracing::info!(%error, "upgrade did not complete");
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(%error, "upgraded connection closed");
-    }
+    let ended =
+        super::relay::both_ways(TokioIo::new(client), TokioIo::new(upstream), idle, &stop).await;
+    tracing::debug!(?ended, "upgraded connection closed");
 }
 
 fn too_large(provider: Provider, limit: usize) -> Response<ProxyBody> {

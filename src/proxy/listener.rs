@@ -21,6 +21,9 @@ use super::{base_url, connect, Shared};
 use crate::act::reply::ErrorReply;
 use crate::inspect::Provider;
 
+/// Pause after a failed accept (EMFILE...): long enough not to spin, short enough to be unseen.
+pub(crate) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Accepts until shutdown; each connection is served on its own task, tracked for the drain.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
@@ -31,8 +34,13 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
-                // Out of file descriptors and the like: keep serving the connections we have.
+                // Out of file descriptors and the like: keep serving the connections we have,
+                // and pause before trying again instead of spinning on the same error.
                 tracing::warn!(%error, "accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    _ = shared.shutdown.cancelled() => break,
+                }
                 continue;
             }
         };

@@ -14,6 +14,7 @@ pub mod gate;
 mod hop;
 pub mod host;
 mod listener;
+pub mod relay;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -50,6 +51,10 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// How many hosts' leaf certificates to keep in memory.
     pub leaf_cache_size: usize,
+    /// Longest a client may pause mid request body before it is answered `408`.
+    pub body_idle_timeout: Duration,
+    /// Longest a tunnel or upgraded connection may carry nothing either way before it is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -60,6 +65,8 @@ impl ProxyConfig {
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_LEAF_CACHE: usize = 256;
+    pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = relay::TUNNEL_IDLE_TIMEOUT;
 }
 
 /// Why the proxy could not start. Each says what to fix.
