@@ -35,6 +35,8 @@ struct Seen {
 /// the response), lets everything else through; records what it saw.
 #[derive(Default)]
 struct TestGate {
+    /// The thread each check ran on.
+    threads: Mutex<Vec<std::thread::ThreadId>>,
     seen: Mutex<Vec<Seen>>,
     decisions: Mutex<Vec<DecisionId>>,
 }
@@ -76,6 +78,10 @@ impl Gate for TestGate {
     }
 
     fn check(&self, request: Outbound) -> Verdict {
+        self.threads
+            .lock()
+            .expect("lock")
+            .push(std::thread::current().id());
         self.seen.lock().expect("lock").push(Seen {
             host: request.host.clone(),
             port: request.port,
@@ -381,5 +387,35 @@ async fn a_client_that_stalls_mid_body_gets_a_408_and_nothing_leaves() {
     );
     assert!(upstream.requests().is_empty());
     assert!(guard.seen().is_empty(), "the gate never saw half a body");
+    guard.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_body_is_checked_off_the_async_worker() {
+    // This test's runtime is single-threaded: its one worker is this thread.
+    let worker = std::thread::current().id();
+    let upstream = FakeUpstream::start().await;
+    let guard = InProcess::start(&upstream).await;
+    let send = |content: String| {
+        guard
+            .client
+            .post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"{content}"}}]}}"#
+            ))
+            .send()
+    };
+    let small = send("hi".to_string()).await.expect("small");
+    assert_eq!(small.status(), 200);
+    let large = send("x".repeat(512 * 1024)).await.expect("large");
+    assert_eq!(large.status(), 200);
+    let threads = guard.gate.threads.lock().expect("lock").clone();
+    assert_eq!(threads.len(), 2);
+    assert_eq!(threads[0], worker, "a small body is checked inline");
+    assert_ne!(
+        threads[1], worker,
+        "a large body is checked on the blocking pool"
+    );
     guard.stop().await;
 }

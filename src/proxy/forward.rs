@@ -114,7 +114,7 @@ async fn intercept_inner(
     if let Err(answer) = as_it_will_leave(&mut parts, &path_and_query, upgrade, provider) {
         return answer;
     }
-    let forward = match ask_gate(&shared, &dest, parts, body, provider) {
+    let forward = match ask_gate(&shared, &dest, parts, body, provider).await {
         Ok(forward) => forward,
         Err(answer) => return answer,
     };
@@ -284,8 +284,12 @@ fn as_it_will_leave(
     Ok(())
 }
 
+/// Bodies above this are checked on the blocking pool: scanning megabytes takes milliseconds,
+/// which would stall every other connection sharing the async worker.
+const CHECK_INLINE_MAX: usize = 256 * 1024;
+
 /// The seam: the gate decides; its own answer goes back as is.
-fn ask_gate(
+async fn ask_gate(
     shared: &Shared,
     dest: &Destination,
     parts: http::request::Parts,
@@ -294,12 +298,34 @@ fn ask_gate(
 ) -> Result<Forward, Response<ProxyBody>> {
     metrics().bytes_inspected_total.inc_by(body.len() as u64);
     let gate_started = Instant::now();
-    let verdict = shared.gate.check(Outbound {
+    let large = body.len() > CHECK_INLINE_MAX;
+    let outbound = Outbound {
         host: dest.host.clone(),
         port: dest.port,
         parts,
         body,
-    });
+    };
+    let verdict = if large {
+        let gate = shared.gate.clone();
+        match tokio::task::spawn_blocking(move || gate.check(outbound)).await {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                // The gate failed (panicked): fail closed.
+                tracing::error!(%error, "the inspection gate failed; request not sent");
+                count(provider, "block");
+                return Err(reply(
+                    provider,
+                    ErrorReply::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "inspection_failed",
+                        "egress-guard could not inspect this request, so it was not sent",
+                    ),
+                ));
+            }
+        }
+    } else {
+        shared.gate.check(outbound)
+    };
     metrics()
         .inspect_duration_seconds
         .observe(gate_started.elapsed().as_secs_f64());
