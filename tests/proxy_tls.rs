@@ -177,3 +177,37 @@ impl JsonLike for reqwest::Response {
         serde_json::from_slice(&bytes).expect("JSON body")
     }
 }
+
+/// TLS through a tunnel to `tunnel.example.test`, naming `sni`, trusting the upstream's own CA.
+async fn tunnelled_tls(
+    guard: &Guard,
+    upstream: &FakeUpstream,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let (head, stream) = wire::connect(guard.proxy, "tunnel.example.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let ca = std::fs::read(upstream.ca_pem_path()).expect("upstream CA");
+    let config = wire::client_config(&ca, &[b"http/1.1"]);
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).expect("name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+}
+
+#[tokio::test]
+async fn a_tunnel_cannot_front_for_an_inspected_api_host() {
+    let upstream = FakeUpstream::start().await;
+    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
+    // The tunnel's own name still works...
+    tunnelled_tls(&guard, &upstream, "tunnel.example.test")
+        .await
+        .expect("TLS for the CONNECT host");
+    // ...but a ClientHello naming the inspected API (which the upstream's certificate also
+    // covers) is cut before any byte reaches the upstream.
+    let fronted = tunnelled_tls(&guard, &upstream, "api.openai.com").await;
+    assert!(fronted.is_err(), "domain fronting through a tunnel");
+    guard
+        .wait_for_log("tunnel refused after its ClientHello")
+        .await;
+    assert!(upstream.requests().is_empty());
+}

@@ -13,7 +13,7 @@ use super::body::{self, ProxyBody};
 use super::forward::{self, Destination};
 use super::gate::Route;
 use super::host::{self, Host};
-use super::{listener, relay, Shared};
+use super::{listener, relay, sni, Shared};
 use crate::act::reply::ErrorReply;
 use crate::admin::metrics::metrics;
 use crate::inspect::Provider;
@@ -138,17 +138,44 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             let on_upgrade = hyper::upgrade::on(req);
             let stop = shared.shutdown.clone();
             let idle = shared.config.tunnel_idle_timeout;
+            let sni_shared = shared.clone();
             let span = tracing::info_span!("tunnel", %host, port);
             shared.tracker.spawn(
                 async move {
                     let Some(upgraded) = tunnel_opened(on_upgrade).await else {
                         return;
                     };
+                    let mut client = TokioIo::new(upgraded);
+                    let first = tokio::select! {
+                        first = tokio::time::timeout(
+                            HANDSHAKE_TIMEOUT,
+                            first_record(&mut client),
+                        ) => first,
+                        _ = stop.cancelled() => return,
+                    };
+                    let Ok(Ok(first)) = first else {
+                        tracing::debug!("tunnel closed before its first record");
+                        return;
+                    };
+                    if let Err(why) = check_hello(&sni_shared, &host, port, &first) {
+                        metrics()
+                            .tunnels_total
+                            .with_label_values(&["refused"])
+                            .inc();
+                        tracing::warn!(%host, port, why, "tunnel refused after its ClientHello");
+                        return;
+                    }
+                    let mut upstream = upstream;
+                    if tokio::io::AsyncWriteExt::write_all(&mut upstream, &first)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                     // Tunnelled bytes have no request boundaries we could wait for, so a stop
                     // closes them at once rather than holding the process for its grace period;
                     // a tunnel nobody uses any more is closed after the idle timeout.
-                    let ended =
-                        relay::both_ways(TokioIo::new(upgraded), upstream, idle, &stop).await;
+                    let ended = relay::both_ways(client, upstream, idle, &stop).await;
                     tracing::debug!(?ended, "tunnel closed");
                 }
                 .instrument(span),
@@ -201,6 +228,54 @@ pub fn destination_route(
                     ),
                 ),
             ))
+        }
+    }
+}
+
+/// Reads the tunnel's first TLS record whole (or, for a protocol that is not TLS, whatever
+/// first arrived), at most [`sni::MAX_RECORD`] bytes.
+async fn first_record<R: tokio::io::AsyncRead + Unpin>(client: &mut R) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf[0] != 0x16 {
+            return Ok(buf);
+        }
+        if let Some(len) = sni::record_len(&buf) {
+            if buf.len() >= len.min(sni::MAX_RECORD) {
+                return Ok(buf);
+            }
+        }
+    }
+}
+
+/// A tunnel may carry TLS only for the host it was opened to: a ClientHello naming another host
+/// (or an inspected one) is domain fronting around the gate.
+fn check_hello(shared: &Shared, host: &str, port: u16, first: &[u8]) -> Result<(), &'static str> {
+    let len = sni::record_len(first)
+        .unwrap_or(first.len())
+        .min(first.len());
+    match sni::parse(&first[..len]) {
+        sni::Hello::NotTls | sni::Hello::NoName => Ok(()),
+        sni::Hello::Unreadable => Err("unreadable ClientHello"),
+        sni::Hello::Name(name) => {
+            let Ok(name) = host::normalize(&name) else {
+                return Err("invalid server name");
+            };
+            let name = name.as_uri_host();
+            if shared.gate.route(&name, port) == Route::Inspect {
+                return Err("the server name is an inspected host");
+            }
+            if name != host {
+                return Err("the server name differs from the CONNECT host");
+            }
+            Ok(())
         }
     }
 }

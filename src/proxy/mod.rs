@@ -15,6 +15,7 @@ mod hop;
 pub mod host;
 mod listener;
 pub mod relay;
+pub mod sni;
 pub mod upstream;
 
 use std::net::SocketAddr;
