@@ -11,6 +11,8 @@ fn egress_guard(args: &[&str]) -> Output {
     Command::new(Guard::binary())
         .args(args)
         .env_remove("EGRESS_GUARD_DATA_DIR")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
         .output()
         .expect("run egress-guard")
 }
@@ -249,5 +251,25 @@ fn exec_points_the_command_at_a_running_proxy() {
             "http://{listen}|{}|localhost,127.0.0.1,::1",
             guard.ca_path.display()
         )
+    );
+}
+
+#[test]
+fn env_keeps_the_users_own_no_proxy_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(Guard::binary())
+        .args(["env", "--data-dir", dir.path().to_str().expect("utf8")])
+        .env_remove("EGRESS_GUARD_DATA_DIR")
+        .env_remove("no_proxy")
+        .env("NO_PROXY", "intranet.corp,.svc.local")
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    assert!(
+        stdout(&output)
+            .lines()
+            .any(|l| l == "export NO_PROXY='localhost,127.0.0.1,::1,intranet.corp,.svc.local'"),
+        "{}",
+        stdout(&output)
     );
 }

@@ -35,6 +35,8 @@ struct Seen {
 /// the response), lets everything else through; records what it saw.
 #[derive(Default)]
 struct TestGate {
+    /// The thread each check ran on.
+    threads: Mutex<Vec<std::thread::ThreadId>>,
     seen: Mutex<Vec<Seen>>,
     decisions: Mutex<Vec<DecisionId>>,
 }
@@ -57,12 +59,29 @@ impl ResponseFilter for Restore {
     }
 }
 
+/// Restores "carolyn" but forgets the length it changes.
+struct SloppyRestore;
+
+impl ResponseFilter for SloppyRestore {
+    fn head(&mut self, _parts: &mut http::response::Parts) {}
+    fn data(&mut self, chunk: Bytes) -> Bytes {
+        Bytes::from(String::from_utf8_lossy(&chunk).replace("PSN02", "carolyn"))
+    }
+    fn finish(&mut self) -> Bytes {
+        Bytes::new()
+    }
+}
+
 impl Gate for TestGate {
     fn route(&self, host: &str, port: u16) -> Route {
         PassThrough::default().route(host, port)
     }
 
     fn check(&self, request: Outbound) -> Verdict {
+        self.threads
+            .lock()
+            .expect("lock")
+            .push(std::thread::current().id());
         self.seen.lock().expect("lock").push(Seen {
             host: request.host.clone(),
             port: request.port,
@@ -84,6 +103,18 @@ impl Gate for TestGate {
                 .with_decision(id)
                 .into_response(Provider::from_host(&request.host)),
             );
+        }
+        if text.contains("carolyn") {
+            // A careless gate: rewrites the body shorter but leaves the client's
+            // content-length, and a filter that lengthens the response without dropping its
+            // content-length. The proxy must fix both lengths itself.
+            let body = Bytes::from(text.replace("carolyn", "PSN02"));
+            return Verdict::Forward(Forward {
+                decision_id: id,
+                parts: request.parts,
+                body,
+                response: Some(Box::new(SloppyRestore)),
+            });
         }
         if text.contains("alice") {
             let body = Bytes::from(text.replace("alice", "PSN01"));
@@ -114,6 +145,10 @@ struct InProcess {
 
 impl InProcess {
     async fn start(upstream: &FakeUpstream) -> InProcess {
+        Self::start_with(upstream, ProxyConfig::DEFAULT_BODY_IDLE_TIMEOUT).await
+    }
+
+    async fn start_with(upstream: &FakeUpstream, body_idle_timeout: Duration) -> InProcess {
         let data = tempfile::tempdir().expect("data dir");
         let config = ProxyConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -126,6 +161,8 @@ impl InProcess {
             response_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             leaf_cache_size: 16,
+            body_idle_timeout,
+            tunnel_idle_timeout: ProxyConfig::DEFAULT_TUNNEL_IDLE_TIMEOUT,
         };
         let gate = Arc::new(TestGate::default());
         let proxy = Proxy::start(config, gate.clone())
@@ -287,6 +324,99 @@ async fn a_gate_can_refuse_an_upgrade_before_anything_leaves() {
         guard.seen()[0].headers["upgrade"],
         "websocket",
         "the gate saw the upgrade"
+    );
+    guard.stop().await;
+}
+
+#[tokio::test]
+async fn lengths_are_the_proxys_job_whatever_the_gate_and_filter_leave() {
+    let upstream = FakeUpstream::start().await;
+    let guard = InProcess::start(&upstream).await;
+    let response = guard
+        .client
+        .post("https://api.anthropic.com/v1/messages")
+        .header("content-type", "application/json")
+        .body(
+            r#"{"model":"m","max_tokens":64,"messages":[{"role":"user","content":"carolyn, hi"}]}"#,
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "a filtered response has no stale length"
+    );
+    let text = response.text().await.expect("whole body");
+    let seen = upstream.last_request().expect("upstream got it");
+    assert_eq!(
+        seen.headers["content-length"],
+        seen.body.len().to_string(),
+        "the forwarded length is the forwarded body's"
+    );
+    assert!(seen.body_text().contains("PSN02"));
+    assert!(text.contains("carolyn, hi"), "{text}");
+    guard.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stalls_mid_body_gets_a_408_and_nothing_leaves() {
+    use support::guard::wire;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = FakeUpstream::start().await;
+    let guard = InProcess::start_with(&upstream, Duration::from_millis(200)).await;
+    let proxy = guard.proxy.as_ref().expect("running");
+    let (head, tunnel) = wire::connect(proxy.proxy_addr, "api.openai.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let ca = std::fs::read(&proxy.ca_path).expect("CA");
+    let mut tls = wire::tls(tunnel, "api.openai.com", &ca, &[b"http/1.1"]).await;
+    // Promises 100 bytes, sends 10, then waits (the connection stays open).
+    tls.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\n\
+          Content-Length: 100\r\n\r\n{\"model\":1",
+    )
+    .await
+    .expect("partial request");
+    let head = wire::read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    let mut rest = vec![0u8; 2048];
+    let n = tls.read(&mut rest).await.expect("body");
+    assert!(
+        String::from_utf8_lossy(&rest[..n]).contains("request_body_timeout"),
+        "OpenAI-shaped"
+    );
+    assert!(upstream.requests().is_empty());
+    assert!(guard.seen().is_empty(), "the gate never saw half a body");
+    guard.stop().await;
+}
+
+#[tokio::test]
+async fn a_large_body_is_checked_off_the_async_worker() {
+    // This test's runtime is single-threaded: its one worker is this thread.
+    let worker = std::thread::current().id();
+    let upstream = FakeUpstream::start().await;
+    let guard = InProcess::start(&upstream).await;
+    let send = |content: String| {
+        guard
+            .client
+            .post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"{content}"}}]}}"#
+            ))
+            .send()
+    };
+    let small = send("hi".to_string()).await.expect("small");
+    assert_eq!(small.status(), 200);
+    let large = send("x".repeat(512 * 1024)).await.expect("large");
+    assert_eq!(large.status(), 200);
+    let threads = guard.gate.threads.lock().expect("lock").clone();
+    assert_eq!(threads.len(), 2);
+    assert_eq!(threads[0], worker, "a small body is checked inline");
+    assert_ne!(
+        threads[1], worker,
+        "a large body is checked on the blocking pool"
     );
     guard.stop().await;
 }

@@ -155,9 +155,17 @@ async fn base_url_mode_sends_prefixed_paths_to_the_real_api_host() {
 }
 
 #[tokio::test]
-async fn an_absolute_form_http_request_is_gated_and_forwarded() {
+async fn an_absolute_form_http_request_to_an_api_host_is_gated_and_sent_over_https_only() {
+    // The same API host pinned twice: a TLS upstream on 443 and a plaintext one on 80. The
+    // credentials the agent addressed to `http://` must only ever travel over TLS.
+    let tls = FakeUpstream::start().await;
     let plain = FakeUpstream::start_plain().await;
-    let guard = Guard::start(&resolve_flags(plain.resolve_args()));
+    let mut pins = tls.resolve_args();
+    pins.extend(plain.resolve_args());
+    let mut args = resolve_flags(pins);
+    args.push("--upstream-ca".into());
+    args.push(tls.ca_pem_path().display().to_string());
+    let guard = Guard::start(&args);
 
     let response = guard
         .client()
@@ -168,8 +176,13 @@ async fn an_absolute_form_http_request_is_gated_and_forwarded() {
         .expect("absolute-form request");
     assert_eq!(response.status(), 200);
     decision(&response);
-    let seen = plain.last_request().expect("plain upstream got it");
+    assert!(
+        plain.requests().is_empty(),
+        "nothing went upstream in cleartext"
+    );
+    let seen = tls.last_request().expect("the TLS upstream got it");
     assert_eq!(seen.path, "/v1/models");
+    assert_eq!(seen.host, "api.openai.com");
     assert_eq!(seen.headers["authorization"], "Bearer sk-plain");
     assert!(
         !seen.headers.contains_key("proxy-connection"),

@@ -6,7 +6,6 @@ mod support;
 
 use support::guard::{wire, Guard};
 use support::upstream::FakeUpstream;
-use tokio::io::AsyncReadExt;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::*;
 
@@ -19,7 +18,9 @@ async fn the_minted_leaf_chains_to_our_ca_which_is_name_constrained() {
 
     // A TLS client trusting only our CA completes the handshake: the leaf chains to it.
     let tls = wire::tls(stream, "api.anthropic.com", &guard.ca_pem(), &[]).await;
-    let leaf_der = tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec();
+    let served = tls.get_ref().1.peer_certificates().expect("certs");
+    assert_eq!(served.len(), 1, "the leaf alone, no root in the chain");
+    let leaf_der = served[0].to_vec();
 
     let (_, leaf) = X509Certificate::from_der(&leaf_der).expect("leaf parses");
     let ca_pem = guard.ca_pem();
@@ -81,27 +82,6 @@ async fn the_minted_leaf_chains_to_our_ca_which_is_name_constrained() {
     assert!(excluded
         .iter()
         .any(|s| matches!(s.base, GeneralName::IPAddress(_))));
-}
-
-#[tokio::test]
-async fn a_host_outside_the_constraints_cannot_be_intercepted() {
-    let upstream = FakeUpstream::start().await;
-    // Ask the gate to inspect a host the CA may not sign for.
-    let guard = Guard::for_upstream(
-        upstream.resolve_args(),
-        upstream.ca_pem_path(),
-        &["--inspect", "tunnel.example.test"],
-    );
-    let (head, mut stream) = wire::connect(guard.proxy, "tunnel.example.test:443").await;
-    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    let mut body = vec![0u8; 4096];
-    let n = stream.read(&mut body).await.expect("error body");
-    let body = String::from_utf8_lossy(&body[..n]);
-    assert!(
-        body.contains("outside the local CA's name constraints"),
-        "{body}"
-    );
-    assert!(upstream.requests().is_empty());
 }
 
 #[tokio::test]
@@ -196,4 +176,38 @@ impl JsonLike for reqwest::Response {
         let bytes = self.bytes().await.expect("body");
         serde_json::from_slice(&bytes).expect("JSON body")
     }
+}
+
+/// TLS through a tunnel to `tunnel.example.test`, naming `sni`, trusting the upstream's own CA.
+async fn tunnelled_tls(
+    guard: &Guard,
+    upstream: &FakeUpstream,
+    sni: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let (head, stream) = wire::connect(guard.proxy, "tunnel.example.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let ca = std::fs::read(upstream.ca_pem_path()).expect("upstream CA");
+    let config = wire::client_config(&ca, &[b"http/1.1"]);
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).expect("name");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+}
+
+#[tokio::test]
+async fn a_tunnel_cannot_front_for_an_inspected_api_host() {
+    let upstream = FakeUpstream::start().await;
+    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
+    // The tunnel's own name still works...
+    tunnelled_tls(&guard, &upstream, "tunnel.example.test")
+        .await
+        .expect("TLS for the CONNECT host");
+    // ...but a ClientHello naming the inspected API (which the upstream's certificate also
+    // covers) is cut before any byte reaches the upstream.
+    let fronted = tunnelled_tls(&guard, &upstream, "api.openai.com").await;
+    assert!(fronted.is_err(), "domain fronting through a tunnel");
+    guard
+        .wait_for_log("tunnel refused after its ClientHello")
+        .await;
+    assert!(upstream.requests().is_empty());
 }

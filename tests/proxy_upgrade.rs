@@ -183,3 +183,34 @@ async fn an_upgrade_a_gate_allows_is_relayed_both_ways() {
         assert_eq!(echoed, message);
     }
 }
+
+#[tokio::test]
+async fn an_open_websocket_does_not_hold_up_a_stop() {
+    let server = echo_upgrade_server().await;
+    let mut guard = Guard::for_upstream(
+        vec![format!("api.openai.com:443={}", server.addr)],
+        server.ca_pem.path(),
+        // Longer than the test's own patience: only a relay that stops can make it in time.
+        &["--drain-timeout", "600"],
+    );
+    let (head, tunnel) = wire::connect(guard.proxy, "api.openai.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut tls = wire::tls(tunnel, "api.openai.com", &guard.ca_pem(), &[b"http/1.1"]).await;
+    tls.write_all(
+        b"GET /v1/realtime HTTP/1.1\r\nHost: api.openai.com\r\n\
+          Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("upgrade request");
+    let head = wire::read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tls.write_all(b"open").await.expect("send");
+    let mut echoed = [0u8; 4];
+    tls.read_exact(&mut echoed).await.expect("echo");
+
+    // The WebSocket stays open on the client's side; the proxy still stops cleanly.
+    guard.terminate();
+    guard.wait_for_log("stopped cleanly").await;
+    assert_eq!(guard.exit_status().await.code(), Some(0));
+    drop(tls);
+}

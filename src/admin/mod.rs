@@ -44,6 +44,8 @@ pub async fn serve(state: AdminState, listener: TcpListener, stop: CancellationT
                 Ok(pair) => pair,
                 Err(error) => {
                     tracing::warn!(%error, "admin accept failed");
+                    // Back off rather than spin on EMFILE.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },

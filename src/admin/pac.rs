@@ -10,12 +10,19 @@ pub fn proxy_address(proxy: SocketAddr, admin_host_header: Option<&str>) -> Stri
     if !proxy.ip().is_unspecified() {
         return proxy.to_string();
     }
+    // The Host header is the client's to write: only a plain host name or address goes into the
+    // script (a quote in it would otherwise inject JavaScript every browser using the PAC runs).
     let host = admin_host_header
         .map(|h| match h.rsplit_once(':') {
-            Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+            Some((host, port))
+                if port.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(':') =>
+            {
+                host
+            }
             _ => h,
         })
-        .unwrap_or("127.0.0.1");
+        .and_then(|h| crate::proxy::host::normalize(h).ok())
+        .map_or_else(|| "127.0.0.1".to_string(), |h| h.as_uri_host());
     format!("{host}:{}", proxy.port())
 }
 
@@ -62,6 +69,14 @@ mod tests {
     fn a_wildcard_listener_is_named_by_the_host_the_pac_came_from() {
         let any: SocketAddr = "0.0.0.0:8877".parse().unwrap();
         assert_eq!(proxy_address(any, Some("gw.corp:8878")), "gw.corp:8877");
+        assert_eq!(proxy_address(any, Some("[::1]:8878")), "[::1]:8877");
+        for hostile in ["x\";alert(1);//", "a b", "evil.example\"+\"", ""] {
+            assert_eq!(
+                proxy_address(any, Some(hostile)),
+                "127.0.0.1:8877",
+                "{hostile}"
+            );
+        }
         let lo: SocketAddr = "127.0.0.1:9000".parse().unwrap();
         assert_eq!(proxy_address(lo, Some("x")), "127.0.0.1:9000");
     }

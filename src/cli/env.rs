@@ -57,13 +57,17 @@ fn variables(proxy: SocketAddr, ca: &Path, bundle: &Path) -> Vec<(&'static str, 
     let url = format!("http://{host}:{}", proxy.port());
     let ca = ca.display().to_string();
     let bundle = bundle.display().to_string();
+    let existing = std::env::var("NO_PROXY")
+        .ok()
+        .or_else(|| std::env::var("no_proxy").ok());
+    let no_proxy = no_proxy(existing.as_deref());
     vec![
         ("HTTPS_PROXY", url.clone()),
         ("https_proxy", url.clone()),
         ("HTTP_PROXY", url.clone()),
         ("http_proxy", url),
-        ("NO_PROXY", "localhost,127.0.0.1,::1".into()),
-        ("no_proxy", "localhost,127.0.0.1,::1".into()),
+        ("NO_PROXY", no_proxy.clone()),
+        ("no_proxy", no_proxy),
         // Node's own fetch honours the *_PROXY variables only when asked (Node 24+).
         ("NODE_USE_ENV_PROXY", "1".into()),
         // Node adds this to its built-in roots, so our CA alone is right here.
@@ -73,6 +77,21 @@ fn variables(proxy: SocketAddr, ca: &Path, bundle: &Path) -> Vec<(&'static str, 
         ("REQUESTS_CA_BUNDLE", bundle.clone()),
         ("CURL_CA_BUNDLE", bundle),
     ]
+}
+
+/// Loopback never goes through the proxy; whatever the user already excluded stays excluded
+/// (replacing it would send their intranet traffic to us).
+fn no_proxy(existing: Option<&str>) -> String {
+    let mut entries: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for entry in existing.unwrap_or("").split(',').map(str::trim) {
+        if !entry.is_empty() && !entries.iter().any(|e| e == entry) {
+            entries.push(entry.to_string());
+        }
+    }
+    entries.join(",")
 }
 
 fn render(shell: Shell, vars: &[(&str, String)]) -> String {
@@ -108,11 +127,25 @@ fn prepare_trust(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
             ));
         }
     }
-    // Write then rename, so an agent starting meanwhile never reads half a bundle.
-    let partial = data_dir.join(format!("{BUNDLE_FILE}.partial"));
-    std::fs::write(&partial, pem_text)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, &bundle)
+    // Written to a uniquely named temporary file and renamed, so an agent starting meanwhile
+    // never reads half a bundle and two `env` runs at once never write the same file.
+    let mut partial = tempfile::Builder::new()
+        .prefix(&format!("{BUNDLE_FILE}."))
+        .suffix(".partial")
+        .tempfile_in(data_dir)
+        .with_context(|| format!("cannot write a bundle in {}", data_dir.display()))?;
+    std::io::Write::write_all(&mut partial, pem_text.as_bytes())
+        .with_context(|| format!("cannot write {}", partial.path().display()))?;
+    // World-readable like any CA bundle (the temp file starts 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = partial
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    partial
+        .persist(&bundle)
         .with_context(|| format!("cannot write {}", bundle.display()))?;
     Ok((ca.path().to_path_buf(), bundle))
 }
@@ -203,6 +236,15 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_no_proxy_is_kept() {
+        assert_eq!(no_proxy(None), "localhost,127.0.0.1,::1");
+        assert_eq!(
+            no_proxy(Some("corp.internal, localhost,.svc")),
+            "localhost,127.0.0.1,::1,corp.internal,.svc"
+        );
+    }
 
     #[test]
     fn each_shell_quotes_its_own_way() {

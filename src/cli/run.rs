@@ -172,21 +172,29 @@ impl RunArgs {
                 ProxyConfig::DEFAULT_DRAIN_TIMEOUT,
             ),
             leaf_cache_size: ProxyConfig::DEFAULT_LEAF_CACHE,
+            body_idle_timeout: ProxyConfig::DEFAULT_BODY_IDLE_TIMEOUT,
+            tunnel_idle_timeout: ProxyConfig::DEFAULT_TUNNEL_IDLE_TIMEOUT,
         };
         for ca in &proxy.upstream_ca {
             if !ca.is_file() {
                 bail!("--upstream-ca {} is not a file", ca.display());
             }
         }
+        let inspect = if self.inspect.is_empty() {
+            file.inspect
+        } else {
+            self.inspect.clone()
+        };
+        let inspect = inspect
+            .iter()
+            .map(|h| egress_guard::proxy::host::inspect_target(h))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
         Ok(Settings {
             proxy,
             policy,
             refuse_others: self.refuse_others || file.refuse_others.unwrap_or(false),
-            inspect: if self.inspect.is_empty() {
-                file.inspect
-            } else {
-                self.inspect.clone()
-            },
+            inspect,
         })
     }
 }

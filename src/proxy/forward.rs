@@ -28,7 +28,8 @@ use crate::inspect::Provider;
 /// Where an intercepted request goes.
 #[derive(Debug, Clone)]
 pub struct Destination {
-    /// `https` for CONNECT-intercepted and base-URL requests, `http` for absolute-form ones.
+    /// `https` for every intercepted request (CONNECT, base-URL, and absolute-form `http://` to an
+    /// inspected host); `http` only for absolute-form requests relayed to hosts not inspected.
     pub scheme: http::uri::Scheme,
     pub host: String,
     pub port: u16,
@@ -104,18 +105,29 @@ async fn intercept_inner(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let provider = Provider::from_host(&dest.host);
+    if let Err(answer) = plain_path(&path_and_query, provider) {
+        return answer;
+    }
     let upgrade = hop::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
 
-    let body = match read_body(&parts, incoming, shared.config.max_body, provider).await {
+    let body = match read_body(
+        &parts,
+        incoming,
+        shared.config.max_body,
+        shared.config.body_idle_timeout,
+        provider,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(answer) => return answer,
     };
     if let Err(answer) = as_it_will_leave(&mut parts, &path_and_query, upgrade, provider) {
         return answer;
     }
-    let forward = match ask_gate(&shared, &dest, parts, body, provider) {
+    let forward = match ask_gate(&shared, &dest, parts, body, provider).await {
         Ok(forward) => forward,
         Err(answer) => return answer,
     };
@@ -149,10 +161,34 @@ fn count(provider: Provider, action: &str) {
 /// Collects the request body, at most `limit` bytes: a declared length over it is refused before
 /// reading, and a body that keeps coming is refused as soon as it passes the limit, never held
 /// whole in memory.
+/// Collects a body frame by frame; `None` when no frame arrived for `idle` (a client that
+/// stalls mid-body must not hold a task and its buffer forever).
+async fn collect_within<B>(
+    mut body: B,
+    idle: std::time::Duration,
+) -> Result<Option<Bytes>, B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut collected = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Ok(None),
+            Ok(None) => return Ok(Some(collected.freeze())),
+            Ok(Some(frame)) => {
+                if let Ok(data) = frame?.into_data() {
+                    collected.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
 async fn read_body(
     parts: &http::request::Parts,
     incoming: Incoming,
     limit: usize,
+    idle: std::time::Duration,
     provider: Provider,
 ) -> Result<Bytes, Response<ProxyBody>> {
     let declared = parts
@@ -164,8 +200,23 @@ async fn read_body(
         count(provider, "block");
         return Err(too_large(provider, limit));
     }
-    match Limited::new(incoming, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+    match collect_within(Limited::new(incoming, limit), idle).await {
+        Ok(Some(collected)) => Ok(collected),
+        Ok(None) => {
+            tracing::info!("client stopped sending its request body");
+            Err(reply(
+                provider,
+                ErrorReply::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_body_timeout",
+                    format!(
+                        "egress-guard stopped waiting for the request body (nothing arrived for \
+                         {}s); nothing was sent",
+                        idle.as_secs()
+                    ),
+                ),
+            ))
+        }
         Err(error) if error.is::<LengthLimitError>() => {
             count(provider, "block");
             Err(too_large(provider, limit))
@@ -183,6 +234,45 @@ async fn read_body(
             ))
         }
     }
+}
+
+/// Refuses a path the gate and the upstream could read differently: dot-segments, empty
+/// segments, encoded slashes, dots or backslashes. The gate's rules match the path as written;
+/// an upstream (or a CDN in front of it) that normalises it would act on another one.
+pub fn plain_path(path_and_query: &str, provider: Provider) -> Result<(), Response<ProxyBody>> {
+    if is_plain_path(path_and_query) {
+        return Ok(());
+    }
+    Err(reply(
+        provider,
+        ErrorReply::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_path",
+            "egress-guard refused this request: its path has `.`/`..` segments, an empty \
+             segment or an encoded `/`, `.` or `\\`, so it was not sent",
+        ),
+    ))
+}
+
+fn is_plain_path(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or("");
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\')
+        || ["%2f", "%2e", "%5c", "%00"]
+            .iter()
+            .any(|e| lower.contains(e))
+    {
+        return false;
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    segments
+        .iter()
+        .enumerate()
+        .all(|(i, seg)| *seg != "." && *seg != ".." && (!seg.is_empty() || i == last))
 }
 
 /// Turns the client's head into the one the gate sees and the upstream gets: end-to-end headers
@@ -213,8 +303,12 @@ fn as_it_will_leave(
     Ok(())
 }
 
+/// Bodies above this are checked on the blocking pool: scanning megabytes takes milliseconds,
+/// which would stall every other connection sharing the async worker.
+const CHECK_INLINE_MAX: usize = 256 * 1024;
+
 /// The seam: the gate decides; its own answer goes back as is.
-fn ask_gate(
+async fn ask_gate(
     shared: &Shared,
     dest: &Destination,
     parts: http::request::Parts,
@@ -223,12 +317,34 @@ fn ask_gate(
 ) -> Result<Forward, Response<ProxyBody>> {
     metrics().bytes_inspected_total.inc_by(body.len() as u64);
     let gate_started = Instant::now();
-    let verdict = shared.gate.check(Outbound {
+    let large = body.len() > CHECK_INLINE_MAX;
+    let outbound = Outbound {
         host: dest.host.clone(),
         port: dest.port,
         parts,
         body,
-    });
+    };
+    let verdict = if large {
+        let gate = shared.gate.clone();
+        match tokio::task::spawn_blocking(move || gate.check(outbound)).await {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                // The gate failed (panicked): fail closed.
+                tracing::error!(%error, "the inspection gate failed; request not sent");
+                count(provider, "block");
+                return Err(reply(
+                    provider,
+                    ErrorReply::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "inspection_failed",
+                        "egress-guard could not inspect this request, so it was not sent",
+                    ),
+                ));
+            }
+        }
+    } else {
+        shared.gate.check(outbound)
+    };
     metrics()
         .inspect_duration_seconds
         .observe(gate_started.elapsed().as_secs_f64());
@@ -255,6 +371,16 @@ async fn send_upstream(
     parts.uri = dest
         .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
         .map_err(|e| UpstreamFailure::Unreachable(format!("bad upstream address: {e}")))?;
+    // The length is the body we send, not whatever the client or a gate left in the head: a
+    // stale value would cut the body short upstream or smuggle the rest as another request.
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    if body.is_empty() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        // A bodiless request (GET) stays without one.
+    } else {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     // The upstream side negotiates its own version by ALPN; HTTP/1.1 here means "let the
     // connection decide", which lets an HTTP/2 client reach an HTTP/1.1-only upstream and back.
     parts.version = Version::HTTP_11;
@@ -266,7 +392,7 @@ async fn send_upstream(
     );
     let sent = tokio::time::timeout(
         shared.config.response_timeout,
-        shared.client.request(request),
+        shared.intercept_client.request(request),
     );
     match sent.await {
         Ok(Ok(response)) => Ok(response),
@@ -298,9 +424,12 @@ fn to_client(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        shared
-            .tracker
-            .spawn(relay_upgraded(client_upgrade, upstream_upgrade));
+        shared.tracker.spawn(relay_upgraded(
+            client_upgrade,
+            upstream_upgrade,
+            shared.config.tunnel_idle_timeout,
+            shared.shutdown.clone(),
+        ));
         let (mut head, _) = response.into_parts();
         hop::strip(&mut head.headers, true);
         if let Some(decision) = decision {
@@ -313,6 +442,8 @@ fn to_client(
     hop::strip(&mut head.headers, false);
     if let Some(filter) = filter.as_mut() {
         filter.head(&mut head);
+        // A filter may change the body's length; never trust it to have said so.
+        head.headers.remove(header::CONTENT_LENGTH);
     }
     if let Some(decision) = decision {
         head.headers.insert(DECISION_HEADER, decision);
@@ -320,20 +451,28 @@ fn to_client(
     Response::from_parts(head, body::relay(incoming, filter))
 }
 
-/// Relays an upgraded connection (WebSocket, ...) both ways until either side closes.
-async fn relay_upgraded(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
+/// Relays an upgraded connection (WebSocket, ...) both ways until both sides close, it idles
+/// out, or the proxy stops (an open WebSocket must not hold a drain for its grace period).
+async fn relay_upgraded(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    idle: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let both = tokio::select! {
+        both = async { tokio::try_join!(client, upstream) } => both,
+        _ = stop.cancelled() => return,
+    };
+    let (client, upstream) = match both {
         Ok(both) => both,
         Err(error) => {
             tracing::info!(%error, "upgrade did not complete");
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(%error, "upgraded connection closed");
-    }
+    let ended =
+        super::relay::both_ways(TokioIo::new(client), TokioIo::new(upstream), idle, &stop).await;
+    tracing::debug!(?ended, "upgraded connection closed");
 }
 
 fn too_large(provider: Provider, limit: usize) -> Response<ProxyBody> {
@@ -416,6 +555,38 @@ pub async fn relay_plain(
         Err(_) => {
             metrics().upstream_errors_total.inc();
             reply(provider, UpstreamFailure::Timeout.into_reply(&dest.host))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_path;
+
+    #[test]
+    fn only_plain_paths_pass() {
+        for ok in [
+            "/",
+            "/v1/messages",
+            "/v1/models/",
+            "/v1/x:generate?alt=sse&a=..%2F",
+        ] {
+            assert!(is_plain_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "*",
+            "//v1/messages",
+            "/v1//messages",
+            "/./v1",
+            "/v1/../x",
+            "/v1/..",
+            "/v1/%2e%2e/x",
+            "/v1%2Fmessages",
+            "/v1\\..\\x",
+            "/v1/%5c",
+        ] {
+            assert!(!is_plain_path(bad), "{bad}");
         }
     }
 }

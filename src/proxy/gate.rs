@@ -24,8 +24,9 @@ pub enum Route {
 /// An intercepted request, body collected, about to leave.
 #[derive(Debug)]
 pub struct Outbound {
-    /// The upstream host name (no port), lower-case, as the client named it (CONNECT authority,
-    /// absolute URI, or the base-URL prefix's destination).
+    /// The upstream host name (no port), normalised by `proxy::host::normalize` (lower-case, no
+    /// trailing dot, a valid DNS name) from what the client named (CONNECT authority, absolute
+    /// URI, or the base-URL prefix's destination). `Gate::route` gets the same form.
     pub host: String,
     pub port: u16,
     /// Method, URI (origin-form: path and query, as it will be sent upstream), version, headers

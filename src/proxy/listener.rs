@@ -21,6 +21,9 @@ use super::{base_url, connect, Shared};
 use crate::act::reply::ErrorReply;
 use crate::inspect::Provider;
 
+/// Pause after a failed accept (EMFILE...): long enough not to spin, short enough to be unseen.
+pub(crate) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Accepts until shutdown; each connection is served on its own task, tracked for the drain.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
@@ -31,8 +34,13 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
-                // Out of file descriptors and the like: keep serving the connections we have.
+                // Out of file descriptors and the like: keep serving the connections we have,
+                // and pause before trying again instead of spinning on the same error.
                 tracing::warn!(%error, "accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    _ = shared.shutdown.cancelled() => break,
+                }
                 continue;
             }
         };
@@ -135,16 +143,41 @@ async fn route_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Re
                 "egress-guard: no host in the request target",
             );
         };
+        let port = authority.port_u16().unwrap_or(80);
+        let (host, route) = match connect::destination_route(&shared, authority.host(), port) {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
         let dest = Destination {
             scheme: http::uri::Scheme::HTTP,
-            host: authority.host().to_ascii_lowercase(),
-            port: authority.port_u16().unwrap_or(80),
+            host,
+            port,
         };
-        return match shared.gate.route(&dest.host, dest.port) {
-            Route::Inspect => forward::intercept(shared, dest, path, req).await,
+        return match route {
+            // An inspected host is an API that takes credentials: whatever scheme the agent
+            // wrote, the request leaves over verified TLS (443 unless it named another port).
+            Route::Inspect => {
+                let dest = Destination {
+                    scheme: http::uri::Scheme::HTTPS,
+                    port: if authority.port_u16().is_none() || dest.port == 80 {
+                        443
+                    } else {
+                        dest.port
+                    },
+                    host: dest.host,
+                };
+                forward::intercept(shared, dest, path, req).await
+            }
             Route::Tunnel => forward::relay_plain(shared, dest, path, req).await,
             Route::Deny => refused(&dest.host),
         };
+    }
+    // Checked before the prefix is stripped too: `/openai/../anthropic/...` must not pick a
+    // provider by one reading and a path by another.
+    if let Some((host, _)) = base_url::map(&path) {
+        if let Err(answer) = forward::plain_path(&path, Provider::from_host(host)) {
+            return answer;
+        }
     }
     match base_url::map(&path) {
         Some((host, rest)) => {

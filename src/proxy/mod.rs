@@ -12,7 +12,10 @@ mod connect;
 mod forward;
 pub mod gate;
 mod hop;
+pub mod host;
 mod listener;
+pub mod relay;
+pub mod sni;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -49,6 +52,10 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// How many hosts' leaf certificates to keep in memory.
     pub leaf_cache_size: usize,
+    /// Longest a client may pause mid request body before it is answered `408`.
+    pub body_idle_timeout: Duration,
+    /// Longest a tunnel or upgraded connection may carry nothing either way before it is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl ProxyConfig {
@@ -59,6 +66,8 @@ impl ProxyConfig {
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const DEFAULT_LEAF_CACHE: usize = 256;
+    pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = relay::TUNNEL_IDLE_TIMEOUT;
 }
 
 /// Why the proxy could not start. Each says what to fix.
@@ -80,7 +89,10 @@ pub enum ProxyError {
 pub(crate) struct Shared {
     pub(crate) gate: Arc<dyn Gate>,
     pub(crate) leaves: LeafCache,
+    /// Relays plain `http://` requests to hosts that are not inspected.
     pub(crate) client: UpstreamClient,
+    /// Carries intercepted requests: HTTPS only.
+    pub(crate) intercept_client: UpstreamClient,
     pub(crate) tcp: TcpConnector,
     pub(crate) config: ProxyConfig,
     pub(crate) shutdown: CancellationToken,
@@ -116,7 +128,8 @@ impl Proxy {
         let resolve = ResolveMap::parse(&config.resolve)?;
         let tls = crate::tls::upstream_client_config(&config.upstream_ca)?;
         let tcp = TcpConnector::new(resolve, config.connect_timeout);
-        let client = upstream::client(tls, tcp.clone());
+        let client = upstream::client(tls.clone(), tcp.clone(), false);
+        let intercept_client = upstream::client(tls, tcp.clone(), true);
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -148,6 +161,7 @@ impl Proxy {
             gate,
             leaves: LeafCache::new(ca, config.leaf_cache_size),
             client,
+            intercept_client,
             tcp,
             config,
             shutdown: shutdown.clone(),

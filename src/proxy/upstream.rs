@@ -34,10 +34,9 @@ impl ResolveMap {
             let (host, port) = name.rsplit_once(':').ok_or_else(bad)?;
             let port: u16 = port.parse().map_err(|_| bad())?;
             let addr: SocketAddr = addr.trim().parse().map_err(|_| bad())?;
-            if host.is_empty() {
-                return Err(bad());
-            }
-            map.insert((host.trim().to_ascii_lowercase(), port), addr);
+            // Pinned under the same normalised name the proxy looks up.
+            let host = super::host::normalize(host.trim()).map_err(|_| bad())?;
+            map.insert((host.as_uri_host(), port), addr);
         }
         Ok(Self(map))
     }
@@ -64,8 +63,8 @@ impl TcpConnector {
     }
 
     pub async fn connect(&self, host: &str, port: u16) -> io::Result<TcpStream> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         let pinned = self.resolve.get(host, port);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let attempt = async {
             match pinned {
                 Some(addr) => TcpStream::connect(addr).await,
@@ -119,13 +118,18 @@ pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 /// upstream offers it by ALPN, HTTP/1.1 otherwise, whatever the client side speaks.
 pub type UpstreamClient = Client<HttpsConnector<TcpConnector>, UpstreamBody>;
 
-pub fn client(tls: rustls::ClientConfig, tcp: TcpConnector) -> UpstreamClient {
-    let https = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp);
+///
+/// With `https_only` the connector refuses any `http://` URI: the client that carries
+/// intercepted (credential-bearing) requests can then never send one in cleartext, whatever a
+/// bug upstream of it builds.
+pub fn client(tls: rustls::ClientConfig, tcp: TcpConnector, https_only: bool) -> UpstreamClient {
+    let builder = HttpsConnectorBuilder::new().with_tls_config(tls);
+    let builder = if https_only {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    let https = builder.enable_http1().enable_http2().wrap_connector(tcp);
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

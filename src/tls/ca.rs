@@ -89,8 +89,12 @@ const COMMON_NAME: &str = "egress-guard local CA";
 
 /// The CA loaded in memory: the certificate (as issuer) and its key.
 pub struct LocalCa {
+    /// Signs leaves: the CA's parameters (name, key identifier) with its key. Its own DER is a
+    /// re-signature and never leaves the process; what clients see is `cert_der`.
     pub(super) issuer: Certificate,
     pub(super) key: KeyPair,
+    /// The certificate exactly as on disk (what clients trust).
+    cert_der: Vec<u8>,
     cert_pem: String,
     cert_path: PathBuf,
 }
@@ -152,23 +156,43 @@ impl LocalCa {
             });
         }
         let cert_pem = read(&cert_path)?;
+        check_private(&key_path)?;
         let key_pem = read(&key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::BadCa {
             path: key_path.clone(),
             reason: e.to_string(),
         })?;
-        let bad_cert = |e: rcgen::Error| TlsError::BadCa {
+        let bad = |reason: String| TlsError::BadCa {
             path: cert_path.clone(),
-            reason: e.to_string(),
+            reason,
         };
-        // Re-signing the parsed parameters gives an issuer with the same name and key, which is
-        // all a leaf's issuer and authority key id depend on; the certificate on disk stays the
-        // one clients trust.
-        let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(bad_cert)?;
-        let issuer = params.self_signed(&key).map_err(bad_cert)?;
+        let cert_der = pem::parse(&cert_pem)
+            .map_err(|e| bad(e.to_string()))?
+            .into_contents();
+        {
+            use x509_parser::prelude::FromDer;
+            let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(&cert_der)
+                .map_err(|e| bad(e.to_string()))?;
+            if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+                return Err(TlsError::BadCa {
+                    path: key_path.clone(),
+                    reason: format!(
+                        "this key does not belong to the certificate {}; restore the matching \
+                         pair, or move both away and run `egress-guard ca init`",
+                        cert_path.display()
+                    ),
+                });
+            }
+        }
+        // The issuer's name and key identifier are all a leaf's issuer fields depend on; the
+        // re-signed copy is used for nothing else. Clients get the DER from disk.
+        let params = CertificateParams::from_ca_cert_der(&cert_der.clone().into())
+            .map_err(|e| bad(e.to_string()))?;
+        let issuer = params.self_signed(&key).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
             issuer,
             key,
+            cert_der,
             cert_pem,
             cert_path,
         })
@@ -220,6 +244,7 @@ impl LocalCa {
         fs::write(&partial, &cert_pem).map_err(io(&partial))?;
         fs::rename(&partial, &cert_path).map_err(io(&cert_path))?;
         Ok(Self {
+            cert_der: issuer.der().to_vec(),
             issuer,
             key,
             cert_pem,
@@ -231,8 +256,9 @@ impl LocalCa {
         &self.cert_pem
     }
 
+    /// The CA certificate exactly as on disk.
     pub fn cert_der(&self) -> &[u8] {
-        self.issuer.der()
+        &self.cert_der
     }
 
     pub fn path(&self) -> &Path {
@@ -245,6 +271,33 @@ fn read(path: &Path) -> Result<String, TlsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Refuses a CA key others can read: whoever reads it can impersonate the AI APIs to this user.
+fn check_private(path: &Path) -> Result<(), TlsError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(path).map_err(|source| TlsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(TlsError::BadCa {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the CA key is readable by other users (mode {:o}); run `chmod 600 {}` \
+                     (and consider the key compromised if others had access)",
+                    mode & 0o777,
+                    path.display()
+                ),
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -273,6 +326,49 @@ mod tests {
         let again = LocalCa::load_or_create(&dir).expect("loads");
         assert_eq!(ca.cert_pem(), again.cert_pem());
         let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_ca_served_is_the_one_on_disk_every_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let created = LocalCa::load_or_create(dir.path()).expect("create");
+        let loaded = LocalCa::load(dir.path()).expect("load");
+        let again = LocalCa::load(dir.path()).expect("load");
+        let on_disk = pem::parse(fs::read(dir.path().join(CERT_FILE)).expect("read"))
+            .expect("pem")
+            .into_contents();
+        assert_eq!(created.cert_der(), on_disk.as_slice());
+        assert_eq!(loaded.cert_der(), on_disk.as_slice());
+        assert_eq!(again.cert_der(), on_disk.as_slice());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        LocalCa::load_or_create(dir.path()).expect("create");
+        let key = dir.path().join(KEY_FILE);
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = LocalCa::load(dir.path()).expect_err("refused");
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let one = tempfile::tempdir().expect("dir");
+        let two = tempfile::tempdir().expect("dir");
+        LocalCa::load_or_create(one.path()).expect("create");
+        LocalCa::load_or_create(two.path()).expect("create");
+        // Swap in the other CA's key (same mode, 0600).
+        fs::remove_file(one.path().join(KEY_FILE)).expect("rm");
+        write_private(
+            &one.path().join(KEY_FILE),
+            &fs::read(two.path().join(KEY_FILE)).expect("read"),
+        )
+        .expect("write");
+        let error = LocalCa::load(one.path()).expect_err("refused");
+        assert!(error.to_string().contains("does not belong"), "{error}");
     }
 
     #[test]

@@ -77,10 +77,9 @@ impl LeafCache {
             .signed_by(&key, &self.ca.issuer, &self.ca.key)
             .map_err(mint_error)?;
 
-        let chain = vec![
-            leaf.der().clone(),
-            CertificateDer::from(self.ca.cert_der().to_vec()),
-        ];
+        // The leaf alone: clients verify it against the CA they trust; sending a root along
+        // adds nothing but bytes (and a second copy that could differ from the trusted one).
+        let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut config =
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
