@@ -478,3 +478,64 @@ async fn a_personal_key_is_refused_and_a_trial_rule_only_records() {
     assert_eq!(response.status(), 200, "the trial rule does not block");
     assert_eq!(upstream.last_request().unwrap().body, body.as_bytes());
 }
+
+#[tokio::test]
+async fn customer_data_can_be_sent_to_a_local_model_instead_of_the_cloud() {
+    let cloud = FakeUpstream::start().await;
+    // Stands in for Ollama on localhost: a plain-HTTP server the policy names.
+    let local = FakeUpstream::start_plain().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        &format!(
+            r#"
+            name = "local-first"
+            [[destination]]
+            hosts = ["@ai"]
+            route = "inspect"
+            [[local]]
+            name = "ollama"
+            url = "http://{}"
+            [[rule]]
+            name = "customer-data-stays-here"
+            category = ["pii"]
+            action = "local"
+            local = "ollama"
+            "#,
+            local.addr()
+        ),
+    );
+    let guard = guard(&cloud, &["--policy", dir.path().to_str().unwrap()]);
+
+    let with_email = json!({"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "Draft a reply to jane.doe@acme-corp.com about her invoice"}]});
+    let reply = post(
+        &guard,
+        "https://api.openai.com/v1/chat/completions",
+        &[],
+        with_email.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status(), 200);
+    assert!(reply.headers().contains_key("x-egress-guard-decision"));
+    assert_eq!(cloud.requests().len(), 0, "nothing went to the cloud");
+    assert_eq!(local.requests().len(), 1, "the local model got the request");
+    assert!(local.last_body().contains("jane.doe@acme-corp.com"));
+
+    let plain = json!({"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "Explain Rust lifetimes"}]});
+    let reply = post(
+        &guard,
+        "https://api.openai.com/v1/chat/completions",
+        &[],
+        plain.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        cloud.requests().len(),
+        1,
+        "ordinary traffic still goes to the cloud"
+    );
+    assert_eq!(local.requests().len(), 1);
+}

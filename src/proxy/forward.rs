@@ -135,11 +135,14 @@ async fn intercept_inner(
     let filter = forward.response;
     // A gate may send the request elsewhere (a local model server chosen by policy); the proxy
     // honours that or nothing leaves, never the original destination by default.
-    let target = match &forward.upstream {
-        Some(elsewhere) => Destination::from_override(elsewhere),
-        None => dest.clone(),
+    // Only such a policy-named endpoint (e.g. Ollama on localhost) may be plain http; the
+    // request's own destination always goes over verified TLS.
+    let (target, client) = match &forward.upstream {
+        Some(elsewhere) => (Destination::from_override(elsewhere), &shared.client),
+        None => (dest.clone(), &shared.intercept_client),
     };
-    let response = match send_upstream(&shared, &target, forward.parts, forward.body).await {
+    let response = match send_upstream(&shared, client, &target, forward.parts, forward.body).await
+    {
         Ok(response) => response,
         Err(failure) => {
             return reply(
@@ -364,6 +367,7 @@ async fn ask_gate(
 /// most `response_timeout`.
 async fn send_upstream(
     shared: &Shared,
+    client: &super::upstream::UpstreamClient,
     dest: &Destination,
     mut parts: http::request::Parts,
     body: Bytes,
@@ -390,10 +394,7 @@ async fn send_upstream(
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
-    let sent = tokio::time::timeout(
-        shared.config.response_timeout,
-        shared.intercept_client.request(request),
-    );
+    let sent = tokio::time::timeout(shared.config.response_timeout, client.request(request));
     match sent.await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => {
