@@ -287,14 +287,35 @@ impl Scanner {
         for &i in &self.always_rules {
             whole[i] = true;
         }
-        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        // Windows per rule, merged as hits arrive. The automaton reports hits in order of
+        // their end, so a new window almost always starts at or after the last one: merging
+        // in place replaces a sort of every hit. A rule whose hits did arrive out of order
+        // (single-byte keywords and digit runs come from their own passes) is sorted once.
+        let mut windows: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.rules.len()];
+        let mut disordered = vec![false; self.rules.len()];
+        let len = text.len();
         let mut hit = |rule: usize, start: usize, end: usize, whole: &mut [bool]| {
             if whole[rule] {
                 return;
             }
-            match self.rules[rule].max_match {
-                Some(max) if max <= MAX_WINDOW => hits.push((rule, start, end)),
-                _ => whole[rule] = true,
+            let reach = match self.rules[rule].max_match {
+                Some(max) if max <= MAX_WINDOW => max,
+                _ => {
+                    whole[rule] = true;
+                    return;
+                }
+            };
+            let window = start.saturating_sub(reach)..end.saturating_add(reach).min(len);
+            let list = &mut windows[rule];
+            match list.last_mut() {
+                Some(last) if window.start >= last.start && window.start <= last.end => {
+                    last.end = last.end.max(window.end);
+                }
+                Some(last) if window.start < last.start => {
+                    disordered[rule] = true;
+                    list.push(window);
+                }
+                _ => list.push(window),
             }
         };
         self.prefilter.for_each(text, |keyword, start, end| {
@@ -311,30 +332,31 @@ impl Scanner {
                 }
             });
         }
-        hits.sort_unstable();
-        let mut windows: Vec<Range<usize>> = Vec::new();
-        for group in hits.chunk_by(|a, b| a.0 == b.0) {
-            let rule = group[0].0;
-            if whole[rule] {
+        for (rule, list) in windows.iter_mut().enumerate() {
+            if list.is_empty() || whole[rule] {
                 continue;
             }
-            let reach = self.rules[rule].max_match.unwrap_or(0);
-            windows.clear();
-            for &(_, start, end) in group {
-                let window = start.saturating_sub(reach)..end.saturating_add(reach).min(text.len());
-                match windows.last_mut() {
-                    Some(last) if window.start <= last.end => last.end = last.end.max(window.end),
-                    _ => windows.push(window),
+            if disordered[rule] {
+                list.sort_unstable_by_key(|w| w.start);
+                let mut merged: Vec<Range<usize>> = Vec::with_capacity(list.len());
+                for window in list.drain(..) {
+                    match merged.last_mut() {
+                        Some(last) if window.start <= last.end => {
+                            last.end = last.end.max(window.end)
+                        }
+                        _ => merged.push(window),
+                    }
                 }
+                *list = merged;
             }
-            let covered: usize = windows.iter().map(|w| w.len()).sum();
-            if covered * 2 > text.len() {
+            let covered: usize = list.iter().map(|w| w.len()).sum();
+            if covered * 2 > len {
                 whole[rule] = true;
                 continue;
             }
             let first = out.len();
             let mut cut = false;
-            for window in &windows {
+            for window in list.iter() {
                 cut |= self.run_rule(rule, text, window.clone(), out);
             }
             if cut {
