@@ -113,6 +113,8 @@ pub struct Scanner {
     exact: Vec<dict::ExactMatch>,
     /// Global override: report values failing their validator at this severity.
     invalid_severity: Option<Severity>,
+    /// The ids (the same `Arc`s as in `ids`) of rules marked `generic = true`.
+    generic_ids: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -202,11 +204,19 @@ impl Scanner {
             file: "policies/rules".into(),
             msg: format!("keyword prefilter: {msg}"),
         })?;
+        let ids: Vec<Arc<str>> = rules
+            .iter()
+            .map(|r| Arc::from(r.spec.id.as_str()))
+            .collect();
+        let generic_ids = rules
+            .iter()
+            .zip(&ids)
+            .filter(|(rule, _)| rule.spec.generic)
+            .map(|(_, id)| id.clone())
+            .collect();
         Ok(Scanner {
-            ids: rules
-                .iter()
-                .map(|r| Arc::from(r.spec.id.as_str()))
-                .collect(),
+            ids,
+            generic_ids,
             rules,
             prefilter,
             keyword_rules,
@@ -241,7 +251,38 @@ impl Scanner {
             (a.span.start, a.span.end, &a.detector).cmp(&(b.span.start, b.span.end, &b.detector))
         });
         findings.dedup();
+        self.drop_generic_shadowed(&mut findings);
         findings
+    }
+
+    /// Drops each finding of a `generic` rule whose span lies inside (or equals) the span of
+    /// a finding of a specific rule (or a dictionary): the specific one names what leaked.
+    /// `findings` is sorted by start; one pass plus a binary search per generic finding.
+    fn drop_generic_shadowed(&self, findings: &mut Vec<Finding>) {
+        if self.generic_ids.is_empty() || findings.len() < 2 {
+            return;
+        }
+        let is_generic = |f: &Finding| self.generic_ids.iter().any(|g| Arc::ptr_eq(g, &f.detector));
+        // Specific findings' starts, and the furthest end among those starting at or before.
+        let mut starts = Vec::new();
+        let mut reach = Vec::new();
+        for finding in findings.iter().filter(|f| !is_generic(f)) {
+            let end = reach
+                .last()
+                .map_or(finding.span.end, |&r: &usize| r.max(finding.span.end));
+            starts.push(finding.span.start);
+            reach.push(end);
+        }
+        if starts.is_empty() {
+            return;
+        }
+        findings.retain(|f| {
+            if !is_generic(f) {
+                return true;
+            }
+            let at = starts.partition_point(|&s| s <= f.span.start);
+            !(at > 0 && reach[at - 1] >= f.span.end)
+        });
     }
 
     /// Scans one layer: the input itself (folded if it needs it), then its decoded blobs.
@@ -643,4 +684,58 @@ pub fn shannon_entropy(value: &[u8]) -> f64 {
             -p * p.log2()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACK: &str = r#"
+[[rule]]
+id = "secret.acme_key"
+name = "Acme key"
+category = "secret"
+severity = "critical"
+keywords = ["acme_"]
+pattern = '''\b(acme_[a-z0-9]{16})\b'''
+[rule.tests]
+match = ["acme_q8w7e6r5t4y3u2i1"]
+
+[[rule]]
+id = "secret.generic_api_key"
+name = "Generic API key"
+category = "secret"
+severity = "medium"
+generic = true
+keywords = ["api_key"]
+pattern = '''api_key\s{0,4}=\s{0,4}"([a-z0-9_]{8,64})"'''
+[rule.tests]
+match = ['api_key = "q8w7e6r5t4y3u2i1"']
+"#;
+
+    fn detectors(scanner: &Scanner, text: &str) -> Vec<String> {
+        scanner
+            .scan(text.as_bytes())
+            .iter()
+            .map(|f| f.detector.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_generic_finding_on_a_specific_rules_value_is_reported_once_as_the_specific_one() {
+        let scanner = Scanner::from_packs(&[("test.toml", PACK)]).expect("pack loads");
+        assert_eq!(
+            detectors(&scanner, r#"api_key = "acme_q8w7e6r5t4y3u2i1""#),
+            ["secret.acme_key"]
+        );
+        // A value no specific rule knows is still reported by the generic rule, and a
+        // specific finding elsewhere in the input does not hide it.
+        assert_eq!(
+            detectors(
+                &scanner,
+                r#"api_key = "q8w7e6r5t4y3u2i1" and later acme_z9x8c7v6b5n4m3l2"#
+            ),
+            ["secret.generic_api_key", "secret.acme_key"]
+        );
+    }
 }
