@@ -187,6 +187,8 @@ pub fn convert(text: &str) -> Result<Import, toml::de::Error> {
             severity: Severity::High,
             keywords: rule.keywords,
             always,
+            // gitleaks' catch-alls (`generic-api-key`) yield to specific rules, as ours do.
+            generic: rule.id.starts_with("generic"),
             digits: None,
             pattern: regex,
             group,

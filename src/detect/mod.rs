@@ -113,6 +113,8 @@ pub struct Scanner {
     exact: Vec<dict::ExactMatch>,
     /// Global override: report values failing their validator at this severity.
     invalid_severity: Option<Severity>,
+    /// The ids (the same `Arc`s as in `ids`) of rules marked `generic = true`.
+    generic_ids: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Scanner {
@@ -202,11 +204,19 @@ impl Scanner {
             file: "policies/rules".into(),
             msg: format!("keyword prefilter: {msg}"),
         })?;
+        let ids: Vec<Arc<str>> = rules
+            .iter()
+            .map(|r| Arc::from(r.spec.id.as_str()))
+            .collect();
+        let generic_ids = rules
+            .iter()
+            .zip(&ids)
+            .filter(|(rule, _)| rule.spec.generic)
+            .map(|(_, id)| id.clone())
+            .collect();
         Ok(Scanner {
-            ids: rules
-                .iter()
-                .map(|r| Arc::from(r.spec.id.as_str()))
-                .collect(),
+            ids,
+            generic_ids,
             rules,
             prefilter,
             keyword_rules,
@@ -241,7 +251,38 @@ impl Scanner {
             (a.span.start, a.span.end, &a.detector).cmp(&(b.span.start, b.span.end, &b.detector))
         });
         findings.dedup();
+        self.drop_generic_shadowed(&mut findings);
         findings
+    }
+
+    /// Drops each finding of a `generic` rule whose span lies inside (or equals) the span of
+    /// a finding of a specific rule (or a dictionary): the specific one names what leaked.
+    /// `findings` is sorted by start; one pass plus a binary search per generic finding.
+    fn drop_generic_shadowed(&self, findings: &mut Vec<Finding>) {
+        if self.generic_ids.is_empty() || findings.len() < 2 {
+            return;
+        }
+        let is_generic = |f: &Finding| self.generic_ids.iter().any(|g| Arc::ptr_eq(g, &f.detector));
+        // Specific findings' starts, and the furthest end among those starting at or before.
+        let mut starts = Vec::new();
+        let mut reach = Vec::new();
+        for finding in findings.iter().filter(|f| !is_generic(f)) {
+            let end = reach
+                .last()
+                .map_or(finding.span.end, |&r: &usize| r.max(finding.span.end));
+            starts.push(finding.span.start);
+            reach.push(end);
+        }
+        if starts.is_empty() {
+            return;
+        }
+        findings.retain(|f| {
+            if !is_generic(f) {
+                return true;
+            }
+            let at = starts.partition_point(|&s| s <= f.span.start);
+            !(at > 0 && reach[at - 1] >= f.span.end)
+        });
     }
 
     /// Scans one layer: the input itself (folded if it needs it), then its decoded blobs.
@@ -287,14 +328,35 @@ impl Scanner {
         for &i in &self.always_rules {
             whole[i] = true;
         }
-        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        // Windows per rule, merged as hits arrive. The automaton reports hits in order of
+        // their end, so a new window almost always starts at or after the last one: merging
+        // in place replaces a sort of every hit. A rule whose hits did arrive out of order
+        // (single-byte keywords and digit runs come from their own passes) is sorted once.
+        let mut windows: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.rules.len()];
+        let mut disordered = vec![false; self.rules.len()];
+        let len = text.len();
         let mut hit = |rule: usize, start: usize, end: usize, whole: &mut [bool]| {
             if whole[rule] {
                 return;
             }
-            match self.rules[rule].max_match {
-                Some(max) if max <= MAX_WINDOW => hits.push((rule, start, end)),
-                _ => whole[rule] = true,
+            let reach = match self.rules[rule].max_match {
+                Some(max) if max <= MAX_WINDOW => max,
+                _ => {
+                    whole[rule] = true;
+                    return;
+                }
+            };
+            let window = start.saturating_sub(reach)..end.saturating_add(reach).min(len);
+            let list = &mut windows[rule];
+            match list.last_mut() {
+                Some(last) if window.start >= last.start && window.start <= last.end => {
+                    last.end = last.end.max(window.end);
+                }
+                Some(last) if window.start < last.start => {
+                    disordered[rule] = true;
+                    list.push(window);
+                }
+                _ => list.push(window),
             }
         };
         self.prefilter.for_each(text, |keyword, start, end| {
@@ -311,30 +373,31 @@ impl Scanner {
                 }
             });
         }
-        hits.sort_unstable();
-        let mut windows: Vec<Range<usize>> = Vec::new();
-        for group in hits.chunk_by(|a, b| a.0 == b.0) {
-            let rule = group[0].0;
-            if whole[rule] {
+        for (rule, list) in windows.iter_mut().enumerate() {
+            if list.is_empty() || whole[rule] {
                 continue;
             }
-            let reach = self.rules[rule].max_match.unwrap_or(0);
-            windows.clear();
-            for &(_, start, end) in group {
-                let window = start.saturating_sub(reach)..end.saturating_add(reach).min(text.len());
-                match windows.last_mut() {
-                    Some(last) if window.start <= last.end => last.end = last.end.max(window.end),
-                    _ => windows.push(window),
+            if disordered[rule] {
+                list.sort_unstable_by_key(|w| w.start);
+                let mut merged: Vec<Range<usize>> = Vec::with_capacity(list.len());
+                for window in list.drain(..) {
+                    match merged.last_mut() {
+                        Some(last) if window.start <= last.end => {
+                            last.end = last.end.max(window.end)
+                        }
+                        _ => merged.push(window),
+                    }
                 }
+                *list = merged;
             }
-            let covered: usize = windows.iter().map(|w| w.len()).sum();
-            if covered * 2 > text.len() {
+            let covered: usize = list.iter().map(|w| w.len()).sum();
+            if covered * 2 > len {
                 whole[rule] = true;
                 continue;
             }
             let first = out.len();
             let mut cut = false;
-            for window in &windows {
+            for window in list.iter() {
                 cut |= self.run_rule(rule, text, window.clone(), out);
             }
             if cut {
@@ -621,4 +684,58 @@ pub fn shannon_entropy(value: &[u8]) -> f64 {
             -p * p.log2()
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACK: &str = r#"
+[[rule]]
+id = "secret.acme_key"
+name = "Acme key"
+category = "secret"
+severity = "critical"
+keywords = ["acme_"]
+pattern = '''\b(acme_[a-z0-9]{16})\b'''
+[rule.tests]
+match = ["acme_q8w7e6r5t4y3u2i1"]
+
+[[rule]]
+id = "secret.generic_api_key"
+name = "Generic API key"
+category = "secret"
+severity = "medium"
+generic = true
+keywords = ["api_key"]
+pattern = '''api_key\s{0,4}=\s{0,4}"([a-z0-9_]{8,64})"'''
+[rule.tests]
+match = ['api_key = "q8w7e6r5t4y3u2i1"']
+"#;
+
+    fn detectors(scanner: &Scanner, text: &str) -> Vec<String> {
+        scanner
+            .scan(text.as_bytes())
+            .iter()
+            .map(|f| f.detector.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_generic_finding_on_a_specific_rules_value_is_reported_once_as_the_specific_one() {
+        let scanner = Scanner::from_packs(&[("test.toml", PACK)]).expect("pack loads");
+        assert_eq!(
+            detectors(&scanner, r#"api_key = "acme_q8w7e6r5t4y3u2i1""#),
+            ["secret.acme_key"]
+        );
+        // A value no specific rule knows is still reported by the generic rule, and a
+        // specific finding elsewhere in the input does not hide it.
+        assert_eq!(
+            detectors(
+                &scanner,
+                r#"api_key = "q8w7e6r5t4y3u2i1" and later acme_z9x8c7v6b5n4m3l2"#
+            ),
+            ["secret.generic_api_key", "secret.acme_key"]
+        );
+    }
 }

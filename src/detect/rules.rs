@@ -62,6 +62,11 @@ pub struct RuleSpec {
     pub keywords: Vec<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub always: bool,
+    /// A context-gated catch-all (`password = ...`, `Authorization: Bearer ...`): its finding
+    /// is dropped when a specific rule reports the same value (or a span around it), so the
+    /// user sees "Stripe secret key", not that and "generic API key" for one value.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub generic: bool,
     /// Instead of keywords: run only around runs of at least this many digits (single spaces,
     /// dashes or dots between them allowed). For numbers with no keyword of their own (cards,
     /// national ids): far cheaper than `always`.
