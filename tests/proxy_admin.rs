@@ -39,14 +39,22 @@ async fn health_readiness_ca_and_pac_answer() {
     assert_eq!(status, 200);
     assert_eq!(content_type, "application/x-ns-proxy-autoconfig");
     let proxied = format!("return \"PROXY {}\";", guard.proxy);
-    for host in ["api.anthropic.com", "api.openai.com", "generativelanguage.googleapis.com"] {
+    for host in [
+        "api.anthropic.com",
+        "api.openai.com",
+        "generativelanguage.googleapis.com",
+    ] {
         assert!(
             pac.contains(&format!("if (host == \"{host}\") {proxied}")),
             "{host} goes through the proxy:\n{pac}"
         );
     }
     assert!(pac.contains("return \"DIRECT\";"), "{pac}");
-    assert_eq!(pac.matches("PROXY").count(), 3, "nothing else is proxied:\n{pac}");
+    assert_eq!(
+        pac.matches("PROXY").count(),
+        3,
+        "nothing else is proxied:\n{pac}"
+    );
 
     let (status, _, _) = get(&guard, "/nothing-here").await;
     assert_eq!(status, 404);
@@ -80,6 +88,12 @@ async fn metrics_count_requests_by_provider_and_action_and_upstream_errors() {
         metrics.contains(r#"egress_guard_requests_total{action="allow",provider="openai"} 2"#),
         "{metrics}"
     );
-    assert!(metrics.contains("egress_guard_upstream_errors_total 1"), "{metrics}");
-    assert!(metrics.contains("egress_guard_inspect_duration_seconds_count 2"), "{metrics}");
+    assert!(
+        metrics.contains("egress_guard_upstream_errors_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("egress_guard_inspect_duration_seconds_count 2"),
+        "{metrics}"
+    );
 }

@@ -39,7 +39,11 @@ fn ca_init_is_idempotent_and_keeps_the_key_private() {
     let again = egress_guard(&["ca", "init", "--data-dir", data]);
     assert!(again.status.success());
     assert_eq!(stdout(&again).trim(), path);
-    assert_eq!(std::fs::read(&path).expect("still there"), pem, "not re-created");
+    assert_eq!(
+        std::fs::read(&path).expect("still there"),
+        pem,
+        "not re-created"
+    );
 
     let found = egress_guard(&["ca", "path", "--data-dir", data]);
     assert!(found.status.success());
@@ -78,22 +82,41 @@ fn env_prints_the_proxy_and_trust_lines_for_each_shell() {
     // The bundle holds our CA (first) and is a PEM list.
     let our_ca = std::fs::read_to_string(&ca).expect("CA created by env");
     let bundle_text = std::fs::read_to_string(&bundle).expect("bundle written");
-    assert!(bundle_text.starts_with(our_ca.trim()), "our CA leads the bundle");
+    assert!(
+        bundle_text.starts_with(our_ca.trim()),
+        "our CA leads the bundle"
+    );
 
     let fish = stdout(&egress_guard(&[
-        "env", "--shell", "fish", "--data-dir", data, "--listen", "127.0.0.1:9999",
+        "env",
+        "--shell",
+        "fish",
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:9999",
     ]));
-    assert!(fish
-        .lines()
-        .any(|l| l == "set -gx HTTPS_PROXY 'http://127.0.0.1:9999';"), "{fish}");
+    assert!(
+        fish.lines()
+            .any(|l| l == "set -gx HTTPS_PROXY 'http://127.0.0.1:9999';"),
+        "{fish}"
+    );
     assert!(fish
         .lines()
         .any(|l| l == format!("set -gx SSL_CERT_FILE '{bundle}';")));
 
-    let ps = stdout(&egress_guard(&["env", "--shell", "powershell", "--data-dir", data]));
-    assert!(ps
-        .lines()
-        .any(|l| l == "$env:HTTPS_PROXY = 'http://127.0.0.1:8877'"), "{ps}");
+    let ps = stdout(&egress_guard(&[
+        "env",
+        "--shell",
+        "powershell",
+        "--data-dir",
+        data,
+    ]));
+    assert!(
+        ps.lines()
+            .any(|l| l == "$env:HTTPS_PROXY = 'http://127.0.0.1:8877'"),
+        "{ps}"
+    );
     assert!(ps
         .lines()
         .any(|l| l == format!("$env:NODE_EXTRA_CA_CERTS = '{ca}'")));
@@ -104,15 +127,28 @@ fn exec_start_runs_the_command_behind_a_proxy_and_returns_its_status() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf8");
     let output = egress_guard(&[
-        "exec", "--start", "--data-dir", data, "--listen", "127.0.0.1:0", "--admin",
-        "127.0.0.1:0", "--", "sh", "-c", "echo \"$HTTPS_PROXY $SSL_CERT_FILE\"; exit 7",
+        "exec",
+        "--start",
+        "--data-dir",
+        data,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$HTTPS_PROXY $SSL_CERT_FILE\"; exit 7",
     ]);
     assert_eq!(output.status.code(), Some(7), "the command's own status");
     let printed = stdout(&output);
     let (proxy, bundle) = printed.trim().split_once(' ').expect("two values");
     assert!(proxy.starts_with("http://127.0.0.1:"), "{printed}");
     assert_ne!(proxy, "http://127.0.0.1:0", "the real bound port");
-    assert_eq!(bundle, dir.path().join("ca-bundle.pem").display().to_string());
+    assert_eq!(
+        bundle,
+        dir.path().join("ca-bundle.pem").display().to_string()
+    );
 }
 
 #[test]
@@ -188,4 +224,30 @@ async fn a_config_file_sets_the_same_keys_and_flags_win() {
         .await
         .expect("answered");
     assert_eq!(response.status(), 413, "max-body from the file");
+}
+
+#[test]
+fn exec_points_the_command_at_a_running_proxy() {
+    let guard = Guard::start(&[]);
+    let data = guard.data_dir().to_str().expect("utf8").to_string();
+    let listen = guard.proxy.to_string();
+    let output = egress_guard(&[
+        "exec",
+        "--data-dir",
+        &data,
+        "--listen",
+        &listen,
+        "--",
+        "sh",
+        "-c",
+        "echo \"$HTTPS_PROXY|$NODE_EXTRA_CA_CERTS|$NO_PROXY\"",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout(&output).trim(),
+        format!(
+            "http://{listen}|{}|localhost,127.0.0.1,::1",
+            guard.ca_path.display()
+        )
+    );
 }

@@ -5,7 +5,7 @@
 mod support;
 
 use http::Version;
-use support::guard::Guard;
+use support::guard::{resolve_flags, Guard};
 use support::upstream::FakeUpstream;
 
 const MESSAGE: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hello from the proxy test"}]}"#;
@@ -41,7 +41,11 @@ async fn a_claude_request_over_http1_is_intercepted_forwarded_and_stamped() {
         .expect("request through the proxy");
 
     assert_eq!(response.status(), 200);
-    assert_eq!(response.version(), Version::HTTP_11, "client side is HTTP/1.1");
+    assert_eq!(
+        response.version(),
+        Version::HTTP_11,
+        "client side is HTTP/1.1"
+    );
     let id = decision(&response);
     assert_eq!(id.len(), 36, "a UUID: {id}");
     assert_eq!(response.headers()["x-fake-upstream"], "1");
@@ -53,7 +57,10 @@ async fn a_claude_request_over_http1_is_intercepted_forwarded_and_stamped() {
     assert_eq!(seen.path, "/v1/messages");
     assert_eq!(seen.host, "api.anthropic.com");
     assert_eq!(seen.body, MESSAGE.as_bytes(), "the body left untouched");
-    assert_eq!(seen.headers["x-api-key"], "sk-ant-test-key", "auth passes through");
+    assert_eq!(
+        seen.headers["x-api-key"], "sk-ant-test-key",
+        "auth passes through"
+    );
     // The upstream side negotiated its own protocol: HTTP/2, while the client spoke HTTP/1.1.
     assert_eq!(seen.version, Version::HTTP_2);
 }
@@ -74,7 +81,11 @@ async fn an_openai_request_over_http2_stays_http2_on_both_sides() {
         .expect("request through the proxy");
 
     assert_eq!(response.status(), 200);
-    assert_eq!(response.version(), Version::HTTP_2, "client side negotiated h2 with our leaf");
+    assert_eq!(
+        response.version(),
+        Version::HTTP_2,
+        "client side negotiated h2 with our leaf"
+    );
     decision(&response);
     assert!(response.text().await.expect("body").contains("h2 please"));
     let seen = upstream.last_request().expect("upstream got it");
@@ -101,7 +112,6 @@ async fn base_url_mode_sends_prefixed_paths_to_the_real_api_host() {
     let seen = upstream.last_request().expect("upstream got it");
     assert_eq!(seen.path, "/v1/messages");
     assert_eq!(seen.host, "api.anthropic.com");
-    assert_eq!(seen.headers["host"], "api.anthropic.com");
 
     let response = client
         .get(format!("{}/openai/v1/models", guard.proxy_url()))
@@ -109,7 +119,10 @@ async fn base_url_mode_sends_prefixed_paths_to_the_real_api_host() {
         .await
         .expect("base-URL request");
     assert_eq!(response.status(), 200);
-    assert_eq!(upstream.last_request().expect("seen").host, "api.openai.com");
+    assert_eq!(
+        upstream.last_request().expect("seen").host,
+        "api.openai.com"
+    );
 
     let response = client
         .post(format!(
@@ -132,17 +145,19 @@ async fn base_url_mode_sends_prefixed_paths_to_the_real_api_host() {
         .await
         .expect("answered");
     assert_eq!(lost.status(), 404);
+    let body: serde_json::Value =
+        serde_json::from_slice(&lost.bytes().await.expect("body")).expect("JSON");
+    assert_eq!(body["error"]["code"], "unknown_base_url", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("/anthropic"));
 }
 
 #[tokio::test]
 async fn an_absolute_form_http_request_is_gated_and_forwarded() {
     let plain = FakeUpstream::start_plain().await;
-    let mut args = Vec::new();
-    for pin in plain.resolve_args() {
-        args.push("--resolve".to_string());
-        args.push(pin);
-    }
-    let guard = Guard::start(&args);
+    let guard = Guard::start(&resolve_flags(plain.resolve_args()));
 
     let response = guard
         .client()
@@ -201,5 +216,50 @@ async fn a_large_response_streams_back_byte_exact() {
         .bytes()
         .await
         .expect("body");
-    assert!(body == expected, "the proxied bytes equal the upstream's own");
+    assert!(
+        body == expected,
+        "the proxied bytes equal the upstream's own"
+    );
+}
+
+#[tokio::test]
+async fn base_url_mode_also_speaks_cleartext_http2() {
+    let upstream = FakeUpstream::start().await;
+    let guard = guard_for(&upstream).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let response = client
+        .post(format!("{}/anthropic/v1/messages", guard.proxy_url()))
+        .header("content-type", "application/json")
+        .body(MESSAGE)
+        .send()
+        .await
+        .expect("h2c base-URL request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), Version::HTTP_2);
+    decision(&response);
+    assert_eq!(upstream.last_request().expect("seen").path, "/v1/messages");
+}
+
+#[tokio::test]
+async fn a_plain_http_request_to_a_host_we_do_not_inspect_is_relayed_unstamped() {
+    let plain = FakeUpstream::start_plain().await;
+    let guard = Guard::start(&resolve_flags(plain.resolve_args()));
+    let response = guard
+        .client()
+        .post("http://tunnel.example.test/echo")
+        .body("plain and untouched")
+        .send()
+        .await
+        .expect("relayed");
+    assert_eq!(response.status(), 200);
+    assert!(!response.headers().contains_key("x-egress-guard-decision"));
+    assert_eq!(response.text().await.expect("body"), "plain and untouched");
+    assert_eq!(
+        plain.last_request().expect("seen").host,
+        "tunnel.example.test"
+    );
 }

@@ -23,20 +23,30 @@ async fn next_chunk(
         .map(|r| r.expect("chunk"))
 }
 
+/// Starts a streamed Claude request through the guard. Bounded: a proxy that buffered the
+/// response would never even send its head while the upstream holds the rest.
+async fn start_stream(guard: &Guard) -> reqwest::Response {
+    tokio::time::timeout(
+        PATIENCE,
+        guard
+            .client()
+            .post("https://api.anthropic.com/v1/messages")
+            .header("content-type", "application/json")
+            .body(STREAMING)
+            .send(),
+    )
+    .await
+    .expect("the response head must arrive while the upstream is still streaming")
+    .expect("stream starts")
+}
+
 #[tokio::test]
 async fn sse_events_reach_the_client_while_the_upstream_is_still_holding_the_rest() {
     let upstream = FakeUpstream::start().await;
     let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
     let gate = upstream.gate_next_stream();
 
-    let response = guard
-        .client()
-        .post("https://api.anthropic.com/v1/messages")
-        .header("content-type", "application/json")
-        .body(STREAMING)
-        .send()
-        .await
-        .expect("stream starts");
+    let response = start_stream(&guard).await;
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-egress-guard-decision"));
     let mut stream = response.bytes_stream();
@@ -46,7 +56,10 @@ async fn sse_events_reach_the_client_while_the_upstream_is_still_holding_the_res
     let first = next_chunk(&mut stream).await.expect("first event");
     let first = String::from_utf8_lossy(&first).to_string();
     assert!(first.contains("message_start"), "{first}");
-    assert!(!first.contains("message_stop"), "only the first event so far");
+    assert!(
+        !first.contains("message_stop"),
+        "only the first event so far"
+    );
 
     gate.release();
     let mut rest = String::new();
@@ -97,16 +110,24 @@ async fn a_body_over_the_limit_is_refused_in_the_providers_shape_and_never_sent(
         .client()
         .post("https://api.openai.com/v1/chat/completions")
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .expect("answered");
     assert_eq!(response.status(), 413);
     let body: serde_json::Value =
         serde_json::from_slice(&response.bytes().await.expect("body")).expect("json");
-    assert_eq!(body["error"]["code"], "body_too_large", "OpenAI's shape: {body}");
+    assert_eq!(
+        body["error"]["code"], "body_too_large",
+        "OpenAI's shape: {body}"
+    );
 
-    assert!(upstream.requests().is_empty(), "nothing over the limit left");
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing over the limit left"
+    );
 
     // Under the limit still goes through.
     let response = guard
@@ -126,14 +147,7 @@ async fn sigterm_during_a_stream_lets_it_finish_then_exits_zero() {
     let mut guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
     let gate = upstream.gate_next_stream();
 
-    let response = guard
-        .client()
-        .post("https://api.anthropic.com/v1/messages")
-        .header("content-type", "application/json")
-        .body(STREAMING)
-        .send()
-        .await
-        .expect("stream starts");
+    let response = start_stream(&guard).await;
     let mut stream = response.bytes_stream();
     let first = next_chunk(&mut stream).await.expect("first event");
     assert!(String::from_utf8_lossy(&first).contains("message_start"));
@@ -146,12 +160,29 @@ async fn sigterm_during_a_stream_lets_it_finish_then_exits_zero() {
         "the listener is closed once stopping"
     );
 
+    // While draining: alive, but no longer ready (a load balancer stops sending).
+    let admin = guard.direct_client();
+    let ready = admin
+        .get(guard.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(ready.status(), 503);
+    let health = admin
+        .get(guard.admin_url("/healthz"))
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(health.status(), 200);
     gate.release();
     let mut rest = String::new();
     while let Some(chunk) = next_chunk(&mut stream).await {
         rest.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(rest.contains("message_stop"), "the stream completed: {rest}");
+    assert!(
+        rest.contains("message_stop"),
+        "the stream completed: {rest}"
+    );
 
     let status = guard.exit_status().await;
     assert_eq!(status.code(), Some(0), "clean stop");

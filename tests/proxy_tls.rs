@@ -4,57 +4,21 @@
 
 mod support;
 
-use std::sync::Arc;
-
-use support::guard::Guard;
+use support::guard::{wire, Guard};
 use support::upstream::FakeUpstream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::*;
-
-/// Sends `CONNECT authority` by hand and returns the proxy's status line and the open stream.
-async fn connect(guard: &Guard, authority: &str) -> (String, TcpStream) {
-    let mut stream = TcpStream::connect(guard.proxy).await.expect("reach proxy");
-    stream
-        .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await
-        .expect("send CONNECT");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).await.expect("read reply");
-        assert_eq!(n, 1, "proxy closed during the CONNECT reply");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_string();
-    (head, stream)
-}
-
-fn client_config(ca_pem: &[u8]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem) {
-        let cert: rustls_pki_types::CertificateDer = cert.expect("PEM");
-        roots.add(cert).expect("root");
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
 
 #[tokio::test]
 async fn the_minted_leaf_chains_to_our_ca_which_is_name_constrained() {
     let upstream = FakeUpstream::start().await;
     let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
-    let (head, stream) = connect(&guard, "api.anthropic.com:443").await;
+    let (head, stream) = wire::connect(guard.proxy, "api.anthropic.com:443").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     // A TLS client trusting only our CA completes the handshake: the leaf chains to it.
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(&guard.ca_pem())));
-    let name = rustls_pki_types::ServerName::try_from("api.anthropic.com").expect("name");
-    let tls = connector.connect(name, stream).await.expect("handshake with our leaf");
+    let tls = wire::tls(stream, "api.anthropic.com", &guard.ca_pem(), &[]).await;
     let leaf_der = tls.get_ref().1.peer_certificates().expect("certs")[0].to_vec();
 
     let (_, leaf) = X509Certificate::from_der(&leaf_der).expect("leaf parses");
@@ -94,13 +58,26 @@ async fn the_minted_leaf_chains_to_our_ca_which_is_name_constrained() {
             _ => None,
         })
         .collect();
-    for needed in ["anthropic.com", "openai.com", "generativelanguage.googleapis.com"] {
-        assert!(permitted.iter().any(|p| p == needed), "{needed} in {permitted:?}");
+    for needed in [
+        "anthropic.com",
+        "openai.com",
+        "generativelanguage.googleapis.com",
+    ] {
+        assert!(
+            permitted.iter().any(|p| p == needed),
+            "{needed} in {permitted:?}"
+        );
     }
     for never in ["com", "googleapis.com", "amazonaws.com", "azure.com"] {
-        assert!(!permitted.iter().any(|p| p == never), "{never} must not be permitted");
+        assert!(
+            !permitted.iter().any(|p| p == never),
+            "{never} must not be permitted"
+        );
     }
-    let excluded = constraints.1.excluded_subtrees.expect("IP addresses excluded");
+    let excluded = constraints
+        .1
+        .excluded_subtrees
+        .expect("IP addresses excluded");
     assert!(excluded
         .iter()
         .any(|s| matches!(s.base, GeneralName::IPAddress(_))));
@@ -115,12 +92,15 @@ async fn a_host_outside_the_constraints_cannot_be_intercepted() {
         upstream.ca_pem_path(),
         &["--inspect", "tunnel.example.test"],
     );
-    let (head, mut stream) = connect(&guard, "tunnel.example.test:443").await;
+    let (head, mut stream) = wire::connect(guard.proxy, "tunnel.example.test:443").await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     let mut body = vec![0u8; 4096];
     let n = stream.read(&mut body).await.expect("error body");
     let body = String::from_utf8_lossy(&body[..n]);
-    assert!(body.contains("outside the local CA's name constraints"), "{body}");
+    assert!(
+        body.contains("outside the local CA's name constraints"),
+        "{body}"
+    );
     assert!(upstream.requests().is_empty());
 }
 
@@ -166,7 +146,7 @@ async fn with_refuse_others_a_host_we_do_not_inspect_is_refused() {
         upstream.ca_pem_path(),
         &["--refuse-others"],
     );
-    let (head, _) = connect(&guard, "tunnel.example.test:443").await;
+    let (head, _) = wire::connect(guard.proxy, "tunnel.example.test:443").await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     assert!(upstream.requests().is_empty());
     // Inspected hosts still work.
@@ -200,7 +180,10 @@ async fn an_upstream_we_cannot_verify_gets_nothing_and_the_client_gets_a_502() {
     assert_eq!(body["error"]["type"], "api_error");
     let message = body["error"]["message"].as_str().expect("message");
     assert!(message.contains("not trusted"), "{message}");
-    assert!(untrusted.requests().is_empty(), "nothing reached the untrusted upstream");
+    assert!(
+        untrusted.requests().is_empty(),
+        "nothing reached the untrusted upstream"
+    );
 }
 
 /// `reqwest` without its `json` feature: parse the body ourselves.

@@ -28,6 +28,8 @@ use crate::proxy::gate::Gate;
 pub struct AdminState {
     /// Set once the proxy listener is bound, the CA loaded and the gate constructed.
     pub ready: Arc<AtomicBool>,
+    /// Cancelled when the proxy starts stopping: from then on it is alive but not ready.
+    pub stopping: CancellationToken,
     pub ca_pem: String,
     pub gate: Arc<dyn Gate>,
     pub proxy_addr: SocketAddr,
@@ -62,12 +64,16 @@ pub async fn serve(state: AdminState, listener: TcpListener, stop: CancellationT
 
 fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            if state.ready.load(Ordering::SeqCst) {
+            if state.ready.load(Ordering::SeqCst) && !state.stopping.is_cancelled() {
                 text(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
                 text(

@@ -102,7 +102,10 @@ fn prepare_trust(data_dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let system = rustls_native_certs::load_native_certs().certs;
     for der in std::iter::once(ours).chain(system.into_iter().map(|c| c.as_ref().to_vec())) {
         if seen.insert(der.clone()) {
-            pem_text.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", der)));
+            pem_text.push_str(&pem::encode_config(
+                &pem::Pem::new("CERTIFICATE", der),
+                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            ));
         }
     }
     // Write then rename, so an agent starting meanwhile never reads half a bundle.
@@ -154,7 +157,8 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         return Ok(exit_code(status));
     }
 
-    super::run::init_logging();
+    // The command's own output is what the user is watching: only problems from us.
+    super::run::init_logging("warn");
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let gate = settings.gate();

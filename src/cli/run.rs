@@ -247,7 +247,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
-    init_logging();
+    init_logging("info");
     if let Some(policy) = &settings.policy {
         tracing::warn!(
             policy = %policy.display(),
@@ -259,6 +259,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let gate = settings.gate();
         let proxy = Proxy::start(settings.proxy.clone(), gate).await?;
         announce(&proxy);
+        if !proxy.proxy_addr.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {}, not loopback: anyone who can reach it can send traffic through \
+                 this proxy",
+                proxy.proxy_addr
+            );
+        }
+        tracing::info!(
+            "point agents at it with `eval \"$(egress-guard env)\"` or `egress-guard exec -- CMD`; \
+             base URLs: http://{}/anthropic, /openai, /gemini",
+            proxy.proxy_addr
+        );
         let stop = proxy.shutdown_token();
         let grace = settings.proxy.drain_timeout;
         tokio::spawn(async move {
@@ -292,12 +304,16 @@ pub fn announce(proxy: &Proxy) {
     );
 }
 
-pub fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (e.g. `egress_guard=debug`), else at `default`.
+pub fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a person at a terminal, never in a log file or a test's captured stderr.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 

@@ -5,12 +5,36 @@
 //! regexes run at all, so the cost of a scan grows with what is *in* the input, not with the
 //! number of rules.
 //!
+//! The path of one scan:
+//!
+//! ```text
+//! input -> [non-ASCII?] fold (normalize::Folded) -> keyword prefilter -> triggered rules' regexes
+//!       -> value checks (length, placeholder, allowlist, entropy, validator) -> findings
+//!       -> dictionaries and exact-data match (dict) -> findings
+//!       -> encoded blobs (normalize::find_blobs) decoded and scanned again, reported at the blob
+//! ```
+//!
 //! This module must never log, print or store a detected value: callers get spans, not strings.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex_automata::Input;
 use serde::{Deserialize, Serialize};
+
+pub mod dict;
+pub mod gitleaks;
+pub mod normalize;
+pub mod placeholder;
+pub mod rules;
+pub mod validators;
+
+pub use rules::{Rule, RuleError, RuleSpec};
+
+use normalize::{find_blobs, Folded};
 
 /// The broad class of a finding; policies match on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -19,6 +43,16 @@ pub enum Category {
     Secret,
     Pii,
     Custom,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Secret => "secret",
+            Category::Pii => "pii",
+            Category::Custom => "custom",
+        }
+    }
 }
 
 /// How bad a leak of the value would be; ordered so policies can say "high and above".
@@ -31,6 +65,17 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// One detected value: which detector found it and where, never the value itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -38,24 +83,550 @@ pub struct Finding {
     pub detector: Arc<str>,
     pub category: Category,
     pub severity: Severity,
-    /// Byte offsets of the value in the input as given to [`Scanner::scan`].
+    /// Byte offsets of the value in the input as given to [`Scanner::scan`]. For a value found
+    /// inside an encoded blob (base64, hex, percent), the span of the whole blob.
     pub span: Range<usize>,
 }
 
+/// How deep encoded blobs are unwrapped (base64 inside base64 inside ...).
+const MAX_DEPTH: usize = 3;
+/// Decoded bytes scanned again per top-level scan, in all: bounds the work an input made of
+/// nested encodings can cause.
+const MAX_DECODED: usize = 8 << 20;
+/// Rules whose longest match is longer than this search the whole input instead of windows.
+const MAX_WINDOW: usize = 4096;
+
 /// Scans bytes with a compiled rule set. Cheap to share (`Arc`), immutable once built.
-///
-/// Placeholder until the detection engine lands: finds nothing.
-#[derive(Debug, Default)]
-pub struct Scanner {}
+pub struct Scanner {
+    rules: Vec<Rule>,
+    ids: Vec<Arc<str>>,
+    /// One automaton over every rule's keywords (deduplicated, case-insensitive).
+    prefilter: Option<AhoCorasick>,
+    /// For each prefilter pattern, the rules that list it as a keyword.
+    keyword_rules: Vec<Vec<usize>>,
+    /// Rules with `always = true`: run on every input.
+    always_rules: Vec<usize>,
+    /// Rules gated on digit runs: `(rule, digits needed)`, and the smallest of those counts.
+    digit_rules: Vec<(usize, usize)>,
+    min_digits: Option<usize>,
+    terms: Vec<dict::TermDictionary>,
+    exact: Vec<dict::ExactMatch>,
+    /// Global override: report values failing their validator at this severity.
+    invalid_severity: Option<Severity>,
+}
+
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("rules", &self.rules.len())
+            .field("dictionaries", &self.terms.len())
+            .field("exact", &self.exact.len())
+            .finish()
+    }
+}
 
 impl Scanner {
     /// The rule set shipped inside the binary (`policies/rules/*.toml`).
-    pub fn builtin() -> Self {
-        Self::default()
+    pub fn builtin() -> Result<Scanner, RuleError> {
+        Self::from_rules(builtin_rules()?, Vec::new(), Vec::new())
+    }
+
+    /// The shipped rules, plus `DIR/rules/*.toml` (a rule with a shipped rule's id replaces it)
+    /// and the customer-data dictionaries in `DIR/dictionaries/` (see [`dict`]).
+    pub fn from_dir(dir: &Path) -> Result<Scanner, RuleError> {
+        if !dir.is_dir() {
+            return Err(RuleError::File {
+                file: dir.to_path_buf(),
+                msg: "not a directory".into(),
+            });
+        }
+        let mut rules = builtin_rules()?;
+        let mut index: HashMap<String, usize> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| (rule.spec.id.clone(), i))
+            .collect();
+        for rule in rules::load_dir(&dir.join("rules"))? {
+            match index.get(&rule.spec.id) {
+                Some(&i) => rules[i] = rule,
+                None => {
+                    index.insert(rule.spec.id.clone(), rules.len());
+                    rules.push(rule);
+                }
+            }
+        }
+        let (terms, exact) = dict::load_dir(&dir.join("dictionaries"))?;
+        Self::from_rules(rules, terms, exact)
+    }
+
+    /// Only the rules in the given packs (`(file name, TOML text)`), without the shipped ones.
+    pub fn from_packs(packs: &[(&str, &str)]) -> Result<Scanner, RuleError> {
+        let mut rules = Vec::new();
+        for (name, text) in packs {
+            rules.extend(rules::parse_pack(Path::new(name), text)?);
+        }
+        Self::from_rules(rules, Vec::new(), Vec::new())
+    }
+
+    /// Builds the prefilter over `rules` and adds the dictionaries.
+    pub fn from_rules(
+        rules: Vec<Rule>,
+        terms: Vec<dict::TermDictionary>,
+        exact: Vec<dict::ExactMatch>,
+    ) -> Result<Scanner, RuleError> {
+        let mut keyword_index: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut keywords: Vec<Vec<u8>> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut always_rules = Vec::new();
+        let mut digit_rules = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.spec.always {
+                always_rules.push(i);
+                continue;
+            }
+            if let Some(digits) = rule.spec.digits {
+                digit_rules.push((i, digits));
+            }
+            for keyword in &rule.keywords {
+                let slot = *keyword_index.entry(keyword.clone()).or_insert_with(|| {
+                    keywords.push(keyword.clone());
+                    keyword_rules.push(Vec::new());
+                    keywords.len() - 1
+                });
+                if !keyword_rules[slot].contains(&i) {
+                    keyword_rules[slot].push(i);
+                }
+            }
+        }
+        let prefilter = if keywords.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&keywords)
+                    .map_err(|error| RuleError::File {
+                        file: "policies/rules".into(),
+                        msg: format!("keyword prefilter: {error}"),
+                    })?,
+            )
+        };
+        Ok(Scanner {
+            ids: rules
+                .iter()
+                .map(|r| Arc::from(r.spec.id.as_str()))
+                .collect(),
+            rules,
+            prefilter,
+            keyword_rules,
+            always_rules,
+            min_digits: digit_rules.iter().map(|&(_, n)| n).min(),
+            digit_rules,
+            terms,
+            exact,
+            invalid_severity: None,
+        })
+    }
+
+    /// Report values that fail their rule's validator (e.g. a token with a wrong checksum) at
+    /// `severity` instead of dropping them; `None` (the default) drops them unless the rule
+    /// itself sets `invalid_severity`.
+    pub fn with_invalid_severity(mut self, severity: Option<Severity>) -> Self {
+        self.invalid_severity = severity;
+        self
+    }
+
+    /// The compiled rules, in load order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
     }
 
     /// Every finding in `input`, ordered by start offset. Never panics, whatever the bytes.
-    pub fn scan(&self, _input: &[u8]) -> Vec<Finding> {
-        Vec::new()
+    pub fn scan(&self, input: &[u8]) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        let mut budget = MAX_DECODED;
+        self.scan_layer(input, 0, &mut budget, &mut findings);
+        findings.sort_by(|a, b| {
+            (a.span.start, a.span.end, &a.detector).cmp(&(b.span.start, b.span.end, &b.detector))
+        });
+        findings.dedup();
+        findings
     }
+
+    /// Scans one layer: the input itself (folded if it needs it), then its decoded blobs.
+    fn scan_layer(&self, input: &[u8], depth: usize, budget: &mut usize, out: &mut Vec<Finding>) {
+        let folded = Folded::new(input);
+        let (text, map): (&[u8], Option<&Folded>) = match &folded {
+            Some(folded) => (&folded.text, Some(folded)),
+            None => (input, None),
+        };
+        let to_original = |span: Range<usize>| match map {
+            Some(folded) => folded.original(span),
+            None => span,
+        };
+        let first = out.len();
+        self.scan_text(text, out);
+        if map.is_some() {
+            for finding in &mut out[first..] {
+                finding.span = to_original(finding.span.clone());
+            }
+        }
+        if depth >= MAX_DEPTH || *budget == 0 {
+            return;
+        }
+        for blob in find_blobs(text, budget) {
+            let mut inner = Vec::new();
+            self.scan_layer(&blob.decoded, depth + 1, budget, &mut inner);
+            let span = to_original(blob.span.clone());
+            out.extend(inner.into_iter().map(|finding| Finding {
+                span: span.clone(),
+                ..finding
+            }));
+        }
+    }
+
+    /// Rules, dictionaries and exact-data match over plain (already folded) text.
+    ///
+    /// A rule runs only if one of its keywords (or, for `digits` rules, a long enough digit run)
+    /// occurs, and then only in windows around those hits as wide as its longest possible
+    /// match; rules whose matches are unbounded, or whose windows would cover most of the
+    /// input anyway, search the whole input once.
+    fn scan_text(&self, text: &[u8], out: &mut Vec<Finding>) {
+        let mut whole = vec![false; self.rules.len()];
+        for &i in &self.always_rules {
+            whole[i] = true;
+        }
+        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        let mut hit = |rule: usize, start: usize, end: usize, whole: &mut [bool]| {
+            if whole[rule] {
+                return;
+            }
+            match self.rules[rule].max_match {
+                Some(max) if max <= MAX_WINDOW => hits.push((rule, start, end)),
+                _ => whole[rule] = true,
+            }
+        };
+        if let Some(prefilter) = &self.prefilter {
+            for found in prefilter.find_overlapping_iter(text) {
+                for &i in &self.keyword_rules[found.pattern().as_usize()] {
+                    hit(i, found.start(), found.end(), &mut whole);
+                }
+            }
+        }
+        if let Some(min) = self.min_digits {
+            digit_runs(text, min, |start, end, digits| {
+                for &(i, needed) in &self.digit_rules {
+                    if digits >= needed {
+                        hit(i, start, end, &mut whole);
+                    }
+                }
+            });
+        }
+        hits.sort_unstable();
+        let mut windows: Vec<Range<usize>> = Vec::new();
+        for group in hits.chunk_by(|a, b| a.0 == b.0) {
+            let rule = group[0].0;
+            if whole[rule] {
+                continue;
+            }
+            let reach = self.rules[rule].max_match.unwrap_or(0);
+            windows.clear();
+            for &(_, start, end) in group {
+                let window = start.saturating_sub(reach)..end.saturating_add(reach).min(text.len());
+                match windows.last_mut() {
+                    Some(last) if window.start <= last.end => last.end = last.end.max(window.end),
+                    _ => windows.push(window),
+                }
+            }
+            let covered: usize = windows.iter().map(|w| w.len()).sum();
+            if covered * 2 > text.len() {
+                whole[rule] = true;
+                continue;
+            }
+            let first = out.len();
+            let mut cut = false;
+            for window in &windows {
+                cut |= self.run_rule(rule, text, window.clone(), out);
+            }
+            if cut {
+                // A match of an unbounded pattern touched a window's edge: it may be longer
+                // than the window let it be. Search the whole input for this rule instead.
+                out.truncate(first);
+                whole[rule] = true;
+            }
+        }
+        for (i, _) in whole.iter().enumerate().filter(|(_, &on)| on) {
+            self.run_rule(i, text, 0..text.len(), out);
+        }
+        for terms in &self.terms {
+            terms.scan(text, out);
+        }
+        for exact in &self.exact {
+            exact.scan(text, out);
+        }
+    }
+
+    /// Runs one rule's regex over `window` of `text` (the text around it still counts for
+    /// `\b` and anchors) and keeps the values that pass the rule's checks. Returns whether a
+    /// match of a pattern without exact bounds touched an edge of the window (see
+    /// [`Rule::bounded`]).
+    fn run_rule(
+        &self,
+        index: usize,
+        text: &[u8],
+        window: Range<usize>,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let rule = &self.rules[index];
+        let Some(regex) = rule.regex() else {
+            return false;
+        };
+        let mut cut = false;
+        for captures in regex.captures_iter(Input::new(text).span(window.clone())) {
+            if !rule.bounded {
+                if let Some(whole) = captures.get_match() {
+                    cut |= whole.start() == window.start && window.start > 0
+                        || whole.end() == window.end && window.end < text.len();
+                }
+            }
+            let Some(span) = captures.get_group(rule.group) else {
+                continue;
+            };
+            let span = span.start..span.end;
+            if let Some(severity) = self.judge(rule, &text[span.clone()]) {
+                out.push(Finding {
+                    detector: self.ids[index].clone(),
+                    category: rule.spec.category,
+                    severity,
+                    span,
+                });
+            }
+        }
+        cut
+    }
+
+    /// The order of `FORMAT.md`: length bounds, placeholder, allowlist, entropy, validator.
+    /// Returns the severity to report the value at, or `None` to drop it.
+    fn judge(&self, rule: &Rule, value: &[u8]) -> Option<Severity> {
+        let spec = &rule.spec;
+        if spec.min_len.is_some_and(|min| value.len() < min)
+            || spec.max_len.is_some_and(|max| value.len() > max)
+        {
+            return None;
+        }
+        if placeholder::is_placeholder(value) {
+            return None;
+        }
+        if !rule.allow_values.is_empty() {
+            let compact: Vec<u8> = value
+                .iter()
+                .copied()
+                .filter(|&b| b != b' ' && b != b'-')
+                .collect();
+            if rule
+                .allow_values
+                .iter()
+                .any(|allowed| allowed == value || *allowed == compact)
+            {
+                return None;
+            }
+        }
+        if rule.allow_patterns.iter().any(|p| p.is_match(value)) {
+            return None;
+        }
+        if !rule.stopwords.is_empty() {
+            let lower = value.to_ascii_lowercase();
+            if rule
+                .stopwords
+                .iter()
+                .any(|w| lower.windows(w.len()).any(|window| window == w.as_slice()))
+            {
+                return None;
+            }
+        }
+        if spec.entropy.is_some_and(|min| shannon_entropy(value) < min) {
+            return None;
+        }
+        match rule.validator {
+            Some(validator) if !validator.check(value) => {
+                spec.invalid_severity.or(self.invalid_severity)
+            }
+            _ => Some(spec.severity),
+        }
+    }
+
+    /// Runs every rule's own `match` / `no_match` cases through the whole scanner (prefilter,
+    /// folding, every check) and returns the cases that fail.
+    pub fn check_rule_cases(&self) -> Vec<CaseFailure> {
+        let mut failures = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let id = &self.ids[i];
+            if rule.spec.tests.matches.is_empty() {
+                failures.push(CaseFailure {
+                    rule: rule.spec.id.clone(),
+                    origin: rule.origin.to_string(),
+                    expected: Expectation::HasCases,
+                    case: String::new(),
+                });
+            }
+            for case in &rule.spec.tests.matches {
+                let found = self.scan(case.as_bytes()).iter().any(|f| f.detector == *id);
+                if !found {
+                    failures.push(CaseFailure {
+                        rule: rule.spec.id.clone(),
+                        origin: rule.origin.to_string(),
+                        expected: Expectation::Match,
+                        case: case.clone(),
+                    });
+                }
+            }
+            for case in &rule.spec.tests.no_match {
+                let found = self.scan(case.as_bytes()).iter().any(|f| f.detector == *id);
+                if found {
+                    failures.push(CaseFailure {
+                        rule: rule.spec.id.clone(),
+                        origin: rule.origin.to_string(),
+                        expected: Expectation::NoMatch,
+                        case: case.clone(),
+                    });
+                }
+            }
+        }
+        failures
+    }
+}
+
+/// A rule case that did not behave as the rule says it should.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseFailure {
+    pub rule: String,
+    /// `file:line` of the rule.
+    pub origin: String,
+    pub expected: Expectation,
+    /// The case's input (made-up test data from the pack itself, never scanned traffic).
+    pub case: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expectation {
+    /// A `match` case produced no finding of the rule.
+    Match,
+    /// A `no_match` case produced a finding of the rule.
+    NoMatch,
+    /// The rule has no `match` case at all.
+    HasCases,
+}
+
+impl std::fmt::Display for CaseFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.expected {
+            Expectation::Match => write!(
+                f,
+                "{} ({}): match case not found: {:?}",
+                self.rule, self.origin, self.case
+            ),
+            Expectation::NoMatch => write!(
+                f,
+                "{} ({}): no_match case was reported: {:?}",
+                self.rule, self.origin, self.case
+            ),
+            Expectation::HasCases => {
+                write!(f, "{} ({}): has no match case", self.rule, self.origin)
+            }
+        }
+    }
+}
+
+/// Every embedded pack, parsed. Cheap enough to do at start-up (packs are small).
+fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
+    let mut rules = Vec::new();
+    for (name, text) in rules::BUILTIN_PACKS {
+        let file = Path::new("policies/rules").join(name);
+        rules.extend(rules::parse_pack(&file, text)?);
+    }
+    Ok(rules)
+}
+
+fn is_digit_separator(b: u8) -> bool {
+    matches!(b, b' ' | b'-' | b'.')
+}
+
+/// Calls `found(start, end, digits)` for every run of at least `min` ASCII digits, single
+/// separators (space, dash, dot) allowed between them.
+///
+/// Probes every `min`-th byte: a qualifying run spans at least `min` bytes, so it covers a
+/// probe, and the sweep touches only a fraction of ordinary text.
+fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize)) {
+    let n = text.len();
+    let min = min.max(1);
+    let digit = |i: usize| text[i].is_ascii_digit();
+    let mut probe = min - 1;
+    let mut floor = 0;
+    while probe < n {
+        let at = if digit(probe) {
+            probe
+        } else if is_digit_separator(text[probe])
+            && probe > floor
+            && probe + 1 < n
+            && digit(probe - 1)
+            && digit(probe + 1)
+        {
+            probe + 1
+        } else {
+            probe += min;
+            continue;
+        };
+        let mut start = at;
+        loop {
+            if start > floor && digit(start - 1) {
+                start -= 1;
+            } else if start >= floor + 2 && is_digit_separator(text[start - 1]) && digit(start - 2)
+            {
+                start -= 2;
+            } else {
+                break;
+            }
+        }
+        let mut end = at + 1;
+        loop {
+            if end < n && digit(end) {
+                end += 1;
+            } else if end + 1 < n && is_digit_separator(text[end]) && digit(end + 1) {
+                end += 2;
+            } else {
+                break;
+            }
+        }
+        let digits = text[start..end]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
+        if digits >= min {
+            found(start, end, digits);
+        }
+        floor = end;
+        probe = end + min;
+    }
+}
+
+/// Shannon entropy of `value` in bits per byte.
+pub fn shannon_entropy(value: &[u8]) -> f64 {
+    if value.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in value {
+        counts[b as usize] += 1;
+    }
+    let len = value.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / len;
+            -p * p.log2()
+        })
+        .sum()
 }

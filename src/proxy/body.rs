@@ -8,7 +8,6 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
 
 use super::gate::ResponseFilter;
 use super::BoxError;
@@ -18,7 +17,9 @@ use crate::admin::metrics::metrics;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> ProxyBody {
@@ -28,7 +29,11 @@ pub fn empty() -> ProxyBody {
 /// An upstream body relayed as it arrives: each frame is passed on the moment it is read
 /// (nothing is buffered beyond what the filter holds back), and a broken upstream stream is
 /// counted before it reaches the client as a reset.
-pub fn relay(upstream: Incoming, filter: Option<Box<dyn ResponseFilter>>) -> ProxyBody {
+pub fn relay<B>(upstream: B, filter: Option<Box<dyn ResponseFilter>>) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     Filtered {
         inner: upstream,
         filter,
@@ -37,8 +42,8 @@ pub fn relay(upstream: Incoming, filter: Option<Box<dyn ResponseFilter>>) -> Pro
     .boxed_unsync()
 }
 
-struct Filtered {
-    inner: Incoming,
+struct Filtered<B> {
+    inner: B,
     filter: Option<Box<dyn ResponseFilter>>,
     state: State,
 }
@@ -49,7 +54,11 @@ enum State {
     Done,
 }
 
-impl Body for Filtered {
+impl<B> Body for Filtered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -91,10 +100,11 @@ impl Body for Filtered {
                     }
                 },
                 Some(Err(error)) => {
+                    let error: BoxError = error.into();
                     metrics().upstream_errors_total.inc();
                     tracing::warn!(%error, "upstream response stream broke off");
                     this.state = State::Done;
-                    return Poll::Ready(Some(Err(error.into())));
+                    return Poll::Ready(Some(Err(error)));
                 }
                 None => {
                     this.state = State::Done;
@@ -118,10 +128,96 @@ impl Body for Filtered {
     }
 }
 
-impl Filtered {
+impl<B> Filtered<B> {
     /// The filter's held-back bytes, once, when the upstream body ends.
     fn finish(&mut self) -> Option<Bytes> {
         let rest = self.filter.take()?.finish();
         (!rest.is_empty()).then_some(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    /// Upper-cases what passes and holds back the last byte of each chunk until the next one,
+    /// as a pseudonym-restoring filter holds back a possible partial token.
+    struct HoldLastByte {
+        held: Vec<u8>,
+    }
+
+    impl ResponseFilter for HoldLastByte {
+        fn head(&mut self, _parts: &mut http::response::Parts) {}
+        fn data(&mut self, chunk: Bytes) -> Bytes {
+            let mut all = std::mem::take(&mut self.held);
+            all.extend_from_slice(&chunk.to_ascii_uppercase());
+            if let Some(last) = all.pop() {
+                self.held.push(last);
+            }
+            Bytes::from(all)
+        }
+        fn finish(&mut self) -> Bytes {
+            Bytes::from(std::mem::take(&mut self.held))
+        }
+    }
+
+    fn frames(
+        parts: Vec<Frame<Bytes>>,
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> + Unpin {
+        StreamBody::new(futures_util::stream::iter(
+            parts.into_iter().map(Ok::<_, std::convert::Infallible>),
+        ))
+    }
+
+    async fn collect_frames(mut body: ProxyBody) -> Vec<Frame<Bytes>> {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            out.push(frame.expect("frame"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_filter_sees_each_chunk_and_its_held_bytes_come_before_the_trailers() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+        let upstream = frames(vec![
+            Frame::data(Bytes::from_static(b"data: he")),
+            Frame::data(Bytes::from_static(b"llo\n\n")),
+            Frame::trailers(trailers),
+        ]);
+        let out = collect_frames(relay(
+            upstream,
+            Some(Box::new(HoldLastByte { held: vec![] })),
+        ))
+        .await;
+        let data: Vec<Bytes> = out.iter().filter_map(|f| f.data_ref().cloned()).collect();
+        assert_eq!(
+            data,
+            vec![
+                Bytes::from_static(b"DATA: H"),
+                Bytes::from_static(b"ELLO\n"),
+                Bytes::from_static(b"\n"),
+            ]
+        );
+        assert!(
+            out.last().expect("frames").is_trailers(),
+            "trailers stay last"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_filter_frames_pass_one_for_one() {
+        let upstream = frames(vec![
+            Frame::data(Bytes::from_static(b"event: a\n\n")),
+            Frame::data(Bytes::from_static(b"event: b\n\n")),
+        ]);
+        let out = collect_frames(relay(upstream, None)).await;
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            out[1].data_ref().expect("data"),
+            &Bytes::from_static(b"event: b\n\n")
+        );
     }
 }

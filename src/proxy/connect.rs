@@ -17,20 +17,30 @@ use crate::act::reply::ErrorReply;
 use crate::admin::metrics::metrics;
 use crate::inspect::Provider;
 
+/// How long a client may take to start TLS inside an intercepted tunnel.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let Some((host, port)) = req
         .uri()
         .authority()
         .map(|a| (a.host().to_ascii_lowercase(), a.port_u16().unwrap_or(443)))
     else {
-        return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+        return not_for_a_provider(
+            StatusCode::BAD_REQUEST,
+            "bad_connect",
+            "egress-guard: CONNECT needs host:port",
+        );
     };
     let provider = Provider::from_host(&host);
     let route = shared.gate.route(&host, port);
     tracing::debug!(%host, port, ?route, "CONNECT");
     match route {
         Route::Deny => {
-            metrics().tunnels_total.with_label_values(&["refused"]).inc();
+            metrics()
+                .tunnels_total
+                .with_label_values(&["refused"])
+                .inc();
             forward::reply(
                 provider,
                 ErrorReply::new(
@@ -52,17 +62,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                 let task_shared = shared.clone();
                 shared.tracker.spawn(
                     async move {
-                        let upgraded = match on_upgrade.await {
-                            Ok(upgraded) => upgraded,
-                            Err(error) => {
-                                tracing::debug!(%error, "CONNECT was not upgraded");
-                                return;
-                            }
+                        let Some(upgraded) = tunnel_opened(on_upgrade).await else {
+                            return;
                         };
-                        let tls = match TlsAcceptor::from(tls)
-                            .accept(TokioIo::new(upgraded))
-                            .await
-                        {
+                        // A client that opens the tunnel but never starts TLS must not hold a
+                        // task (or a drain) forever.
+                        let handshake = TlsAcceptor::from(tls).accept(TokioIo::new(upgraded));
+                        let handshake = tokio::select! {
+                            done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => done,
+                            _ = task_shared.shutdown.cancelled() => return,
+                        };
+                        let Ok(handshake) = handshake else {
+                            tracing::info!("client never completed the TLS handshake");
+                            return;
+                        };
+                        let tls = match handshake {
                             Ok(tls) => tls,
                             Err(error) => {
                                 // Usually a client that does not trust our CA yet: say how to fix.
@@ -82,7 +96,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             }
             Err(error) => {
                 tracing::warn!(%error, "refusing to intercept");
-                metrics().tunnels_total.with_label_values(&["refused"]).inc();
+                metrics()
+                    .tunnels_total
+                    .with_label_values(&["refused"])
+                    .inc();
                 forward::reply(
                     provider,
                     ErrorReply::new(StatusCode::FORBIDDEN, "cannot_intercept", error.to_string()),
@@ -108,18 +125,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                     );
                 }
             };
-            metrics().tunnels_total.with_label_values(&["relayed"]).inc();
+            metrics()
+                .tunnels_total
+                .with_label_values(&["relayed"])
+                .inc();
             let on_upgrade = hyper::upgrade::on(req);
             let stop = shared.shutdown.clone();
             let span = tracing::info_span!("tunnel", %host, port);
             shared.tracker.spawn(
                 async move {
-                    let upgraded = match on_upgrade.await {
-                        Ok(upgraded) => upgraded,
-                        Err(error) => {
-                            tracing::debug!(%error, "CONNECT was not upgraded");
-                            return;
-                        }
+                    let Some(upgraded) = tunnel_opened(on_upgrade).await else {
+                        return;
                     };
                     let mut client = TokioIo::new(upgraded);
                     let mut upstream = upstream;
@@ -141,8 +157,23 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     }
 }
 
-pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut response = Response::new(body::full(text));
-    *response.status_mut() = status;
-    response
+/// The client's side of the tunnel, once our `200` has gone out.
+async fn tunnel_opened(on_upgrade: hyper::upgrade::OnUpgrade) -> Option<hyper::upgrade::Upgraded> {
+    match on_upgrade.await {
+        Ok(upgraded) => Some(upgraded),
+        Err(error) => {
+            tracing::debug!(%error, "CONNECT was not upgraded");
+            None
+        }
+    }
+}
+
+/// An error about the request itself, before any provider is known: the generic (OpenAI-style)
+/// error shape, which most agents can display.
+pub fn not_for_a_provider(
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+) -> Response<ProxyBody> {
+    forward::reply(Provider::Generic, ErrorReply::new(status, code, message))
 }

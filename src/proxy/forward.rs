@@ -1,9 +1,14 @@
 //! One intercepted request: collect the body (bounded) -> `Gate::check` -> forward upstream ->
 //! stream the response back, stamped with the decision id.
+//!
+//! Each stage returns `Err(response)` when it answers the client itself; that answer is the
+//! point of the stage, not an exceptional path, so it is not boxed.
+#![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -11,13 +16,13 @@ use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use super::body::{self, ProxyBody};
-use super::gate::{Outbound, Verdict};
+use super::gate::{Forward, Outbound, ResponseFilter, Verdict};
 use super::hop;
 use super::upstream::UpstreamFailure;
 use super::Shared;
 use crate::act::reply::ErrorReply;
 use crate::admin::metrics::metrics;
-use crate::audit::DECISION_HEADER;
+use crate::audit::{DecisionId, DECISION_HEADER};
 use crate::inspect::Provider;
 
 /// Where an intercepted request goes.
@@ -78,6 +83,7 @@ pub async fn intercept(
     response
 }
 
+/// The stages, in order; each either hands on or answers the client itself.
 async fn intercept_inner(
     shared: Arc<Shared>,
     dest: Destination,
@@ -85,65 +91,117 @@ async fn intercept_inner(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let provider = Provider::from_host(&dest.host);
-    let count = |action: &str| {
-        metrics()
-            .requests_total
-            .with_label_values(&[provider.as_str(), action])
-            .inc()
-    };
     let upgrade = hop::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
 
-    let limit = shared.config.max_body;
+    let body = match read_body(&parts, incoming, shared.config.max_body, provider).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    if let Err(answer) = as_it_will_leave(&mut parts, &path_and_query, upgrade, provider) {
+        return answer;
+    }
+    let forward = match ask_gate(&shared, &dest, parts, body, provider) {
+        Ok(forward) => forward,
+        Err(answer) => return answer,
+    };
+    let decision_id = forward.decision_id;
+    let filter = forward.response;
+    let response = match send_upstream(&shared, &dest, forward.parts, forward.body).await {
+        Ok(response) => response,
+        Err(failure) => {
+            return reply(
+                provider,
+                failure.into_reply(&dest.host).with_decision(decision_id),
+            )
+        }
+    };
+    to_client(&shared, response, client_upgrade, filter, decision_id)
+}
+
+fn count(provider: Provider, action: &str) {
+    metrics()
+        .requests_total
+        .with_label_values(&[provider.as_str(), action])
+        .inc();
+}
+
+/// Collects the request body, at most `limit` bytes: a declared length over it is refused before
+/// reading, and a body that keeps coming is refused as soon as it passes the limit, never held
+/// whole in memory.
+async fn read_body(
+    parts: &http::request::Parts,
+    incoming: Incoming,
+    limit: usize,
+    provider: Provider,
+) -> Result<Bytes, Response<ProxyBody>> {
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        count("block");
-        return too_large(provider, limit);
+        count(provider, "block");
+        return Err(too_large(provider, limit));
     }
-    // Read at most `limit` bytes: a body that keeps coming is refused as soon as it passes the
-    // limit, never held whole in memory.
-    let body = match Limited::new(incoming, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    match Limited::new(incoming, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => {
-            count("block");
-            return too_large(provider, limit);
+            count(provider, "block");
+            Err(too_large(provider, limit))
         }
         Err(error) => {
             tracing::info!(%error, "client request body broke off");
-            return reply(
+            Err(reply(
                 provider,
                 ErrorReply::new(
                     StatusCode::BAD_REQUEST,
                     "request_body_incomplete",
-                    "egress-guard could not read the whole request body from the client; nothing was sent",
+                    "egress-guard could not read the whole request body from the client; \
+                     nothing was sent",
                 ),
-            );
+            ))
         }
-    };
+    }
+}
 
+/// Turns the client's head into the one the gate sees and the upstream gets: end-to-end headers
+/// only, origin-form target.
+fn as_it_will_leave(
+    parts: &mut http::request::Parts,
+    path_and_query: &str,
+    upgrade: bool,
+    provider: Provider,
+) -> Result<(), Response<ProxyBody>> {
     hop::strip(&mut parts.headers, upgrade);
+    // The body is already here (the client got its `100 Continue` from us when we read it);
+    // asking the upstream to confirm again would only add a round trip.
+    parts.headers.remove(header::EXPECT);
     // The upstream client writes `Host` from the destination; the client's own value named the
     // proxy (base-URL mode) or duplicates the authority.
     parts.headers.remove(header::HOST);
-    parts.uri = match path_and_query.parse::<Uri>() {
-        Ok(uri) => uri,
-        Err(_) => {
-            return reply(
-                provider,
-                ErrorReply::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request_target",
-                    "egress-guard could not read the request's path",
-                ),
-            )
-        }
-    };
+    parts.uri = path_and_query.parse::<Uri>().map_err(|_| {
+        reply(
+            provider,
+            ErrorReply::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request_target",
+                "egress-guard could not read the request's path",
+            ),
+        )
+    })?;
+    Ok(())
+}
 
+/// The seam: the gate decides; its own answer goes back as is.
+fn ask_gate(
+    shared: &Shared,
+    dest: &Destination,
+    parts: http::request::Parts,
+    body: Bytes,
+    provider: Provider,
+) -> Result<Forward, Response<ProxyBody>> {
     metrics().bytes_inspected_total.inc_by(body.len() as u64);
     let gate_started = Instant::now();
     let verdict = shared.gate.check(Outbound {
@@ -155,83 +213,85 @@ async fn intercept_inner(
     metrics()
         .inspect_duration_seconds
         .observe(gate_started.elapsed().as_secs_f64());
-
-    let forward = match verdict {
+    match verdict {
         Verdict::Respond(response) => {
-            count("block");
-            return response.map(body::full);
+            count(provider, "block");
+            Err(response.map(body::full))
         }
-        Verdict::Forward(forward) => forward,
-    };
-    count("allow");
+        Verdict::Forward(forward) => {
+            count(provider, "allow");
+            Ok(forward)
+        }
+    }
+}
 
-    let mut parts = forward.parts;
-    parts.uri = match dest.uri(parts.uri.path_and_query().map_or("/", |p| p.as_str())) {
-        Ok(uri) => uri,
-        Err(_) => {
-            return reply(
-                provider,
-                ErrorReply::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request_target",
-                    "egress-guard could not build the upstream address",
-                )
-                .with_decision(forward.decision_id),
-            )
-        }
-    };
+/// Sends the cleared request over the pooled, verified client; waits for the response head at
+/// most `response_timeout`.
+async fn send_upstream(
+    shared: &Shared,
+    dest: &Destination,
+    mut parts: http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Incoming>, UpstreamFailure> {
+    parts.uri = dest
+        .uri(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+        .map_err(|e| UpstreamFailure::Unreachable(format!("bad upstream address: {e}")))?;
     // The upstream side negotiates its own version by ALPN; HTTP/1.1 here means "let the
     // connection decide", which lets an HTTP/2 client reach an HTTP/1.1-only upstream and back.
     parts.version = Version::HTTP_11;
-    let upstream_request = Request::from_parts(
+    let request = Request::from_parts(
         parts,
-        Full::new(forward.body)
+        Full::new(body)
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
-
     let sent = tokio::time::timeout(
         shared.config.response_timeout,
-        shared.client.request(upstream_request),
-    )
-    .await;
-    let mut response = match sent {
-        Ok(Ok(response)) => response,
+        shared.client.request(request),
+    );
+    match sent.await {
+        Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => {
             metrics().upstream_errors_total.inc();
             let failure = UpstreamFailure::from_client_error(&dest.host, &error);
             tracing::warn!(error = %error, ?failure, "upstream request failed");
-            return upstream_failed(provider, failure, &dest, forward.decision_id);
+            Err(failure)
         }
         Err(_elapsed) => {
             metrics().upstream_errors_total.inc();
             tracing::warn!("upstream response timed out");
-            return upstream_failed(
-                provider,
-                UpstreamFailure::Timeout,
-                &dest,
-                forward.decision_id,
-            );
+            Err(UpstreamFailure::Timeout)
         }
-    };
+    }
+}
 
-    let decision = HeaderValue::from_str(&forward.decision_id.to_string()).ok();
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            shared.tracker.spawn(relay_upgraded(client_upgrade, upstream_upgrade));
-            let (mut head, _) = response.into_parts();
-            hop::strip(&mut head.headers, true);
-            if let Some(decision) = decision {
-                head.headers.insert(DECISION_HEADER, decision);
-            }
-            return Response::from_parts(head, body::empty());
+/// The upstream's response as the client gets it: hop-by-hop headers dropped, the filter's head
+/// applied, the decision stamped, the body streamed frame by frame (or, after `101`, the
+/// connection relayed both ways).
+fn to_client(
+    shared: &Shared,
+    mut response: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut filter: Option<Box<dyn ResponseFilter>>,
+    decision_id: DecisionId,
+) -> Response<ProxyBody> {
+    let decision = HeaderValue::from_str(&decision_id.to_string()).ok();
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        shared
+            .tracker
+            .spawn(relay_upgraded(client_upgrade, upstream_upgrade));
+        let (mut head, _) = response.into_parts();
+        hop::strip(&mut head.headers, true);
+        if let Some(decision) = decision {
+            head.headers.insert(DECISION_HEADER, decision);
         }
+        return Response::from_parts(head, body::empty());
     }
 
     let (mut head, incoming) = response.into_parts();
     hop::strip(&mut head.headers, false);
-    let mut filter = forward.response;
     if let Some(filter) = filter.as_mut() {
         filter.head(&mut head);
     }
@@ -270,15 +330,6 @@ fn too_large(provider: Provider, limit: usize) -> Response<ProxyBody> {
             ),
         ),
     )
-}
-
-fn upstream_failed(
-    provider: Provider,
-    failure: UpstreamFailure,
-    dest: &Destination,
-    decision: crate::audit::DecisionId,
-) -> Response<ProxyBody> {
-    reply(provider, failure.into_reply(&dest.host).with_decision(decision))
 }
 
 pub fn reply(provider: Provider, reply: ErrorReply) -> Response<ProxyBody> {
@@ -323,10 +374,17 @@ pub async fn relay_plain(
         }
     };
     let request = Request::from_parts(parts, incoming.map_err(Into::into).boxed_unsync());
-    let sent = tokio::time::timeout(shared.config.response_timeout, shared.client.request(request)).await;
+    let sent = tokio::time::timeout(
+        shared.config.response_timeout,
+        shared.client.request(request),
+    )
+    .await;
     match sent {
         Ok(Ok(response)) => {
-            metrics().tunnels_total.with_label_values(&["relayed"]).inc();
+            metrics()
+                .tunnels_total
+                .with_label_values(&["relayed"])
+                .inc();
             let (mut head, incoming) = response.into_parts();
             hop::strip(&mut head.headers, false);
             Response::from_parts(head, body::relay(incoming, None))

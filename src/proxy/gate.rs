@@ -92,7 +92,10 @@ pub trait Gate: Send + Sync + 'static {
     /// these to the proxy). Exact names, or `*.domain` for a domain and its subdomains. Asked on
     /// every PAC request, so a gate whose policy reloads can answer with the current list.
     fn inspect_hosts(&self) -> Vec<String> {
-        DEFAULT_INSPECT_HOSTS.iter().map(|h| h.to_string()).collect()
+        DEFAULT_INSPECT_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
     }
 }
 

@@ -80,8 +80,11 @@ where
 async fn serve<I, S>(shared: &Shared, io: I, service: S)
 where
     I: Read + Write + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
-        + Send
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
         + 'static,
     S::Future: Send + 'static,
 {
@@ -119,13 +122,18 @@ async fn route_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Re
     let absolute = req.version() != Version::HTTP_2 && req.uri().scheme().is_some();
     if absolute {
         if req.uri().scheme() != Some(&http::uri::Scheme::HTTP) {
-            return connect::plain(
+            return connect::not_for_a_provider(
                 StatusCode::BAD_REQUEST,
-                "egress-guard: send https:// requests through CONNECT\n",
+                "use_connect",
+                "egress-guard: send https:// requests through CONNECT",
             );
         }
         let Some(authority) = req.uri().authority() else {
-            return connect::plain(StatusCode::BAD_REQUEST, "egress-guard: no host in target\n");
+            return connect::not_for_a_provider(
+                StatusCode::BAD_REQUEST,
+                "no_host",
+                "egress-guard: no host in the request target",
+            );
         };
         let dest = Destination {
             scheme: http::uri::Scheme::HTTP,
@@ -152,10 +160,11 @@ async fn route_client_request(shared: Arc<Shared>, req: Request<Incoming>) -> Re
             }
             forward::intercept(shared, dest, rest, req).await
         }
-        None => connect::plain(
+        None => connect::not_for_a_provider(
             StatusCode::NOT_FOUND,
+            "unknown_base_url",
             "egress-guard: this is a proxy. Use it as HTTPS_PROXY, or as a base URL with a \
-             provider prefix: /anthropic, /openai or /gemini (see `egress-guard env`).\n",
+             provider prefix: /anthropic, /openai or /gemini (see `egress-guard env`).",
         ),
     }
 }

@@ -138,6 +138,7 @@ impl Proxy {
         let ca_path = ca.path().to_path_buf();
         let admin = crate::admin::AdminState {
             ready: ready.clone(),
+            stopping: shutdown.clone(),
             ca_pem: ca.cert_pem().to_string(),
             gate: gate.clone(),
             proxy_addr,

@@ -160,9 +160,11 @@ impl UpstreamFailure {
                 if io.kind() == io::ErrorKind::TimedOut {
                     return Self::Timeout;
                 }
-                // An io::Error hides the error it wraps from `source()`: look inside.
-                if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                    return untrusted(tls);
+                // An io::Error hides the error it wraps from `source()`: step inside instead.
+                if let Some(inner) = io.get_ref() {
+                    detail = e.to_string();
+                    cause = Some(inner as &(dyn std::error::Error + 'static));
+                    continue;
                 }
             }
             detail = e.to_string();

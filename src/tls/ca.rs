@@ -109,13 +109,37 @@ impl LocalCa {
         data_dir.join(CERT_FILE)
     }
 
-    /// Loads the CA of `data_dir`, creating it first if there is none. Idempotent.
+    /// Loads the CA of `data_dir`, creating it first if there is none. Idempotent, and safe
+    /// when two processes start at once (`exec --start` in two terminals): the key file is
+    /// created exclusively, so one of them creates the CA and the other waits for it.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, TlsError> {
-        if Self::cert_path(data_dir).exists() {
-            Self::load(data_dir)
-        } else {
-            Self::create(data_dir)
+        let key_path = data_dir.join(KEY_FILE);
+        for _ in 0..2 {
+            if Self::cert_path(data_dir).exists() {
+                return Self::load(data_dir);
+            }
+            match Self::create(data_dir) {
+                Err(TlsError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    // Another process is writing the CA right now, or one crashed between
+                    // writing the key and the certificate. Wait (bounded) for the certificate;
+                    // a key still alone after that certifies nothing and is replaced.
+                    for _ in 0..100 {
+                        if Self::cert_path(data_dir).exists() {
+                            return Self::load(data_dir);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    fs::remove_file(&key_path).map_err(|source| TlsError::Io {
+                        path: key_path.clone(),
+                        source,
+                    })?;
+                }
+                other => return other,
+            }
         }
+        Self::load(data_dir)
     }
 
     /// Loads an existing CA; `NoCa` if there is none.
@@ -191,7 +215,10 @@ impl LocalCa {
         // The key first, created 0600 from the start so it is never readable by others, not
         // even for an instant; the certificate last, because its presence means "CA exists".
         write_private(&key_path, key.serialize_pem().as_bytes()).map_err(io(&key_path))?;
-        fs::write(&cert_path, &cert_pem).map_err(io(&cert_path))?;
+        // Written under another name and renamed, so a reader never sees half a certificate.
+        let partial = data_dir.join(format!("{CERT_FILE}.partial"));
+        fs::write(&partial, &cert_pem).map_err(io(&partial))?;
+        fs::rename(&partial, &cert_path).map_err(io(&cert_path))?;
         Ok(Self {
             issuer,
             key,
@@ -236,6 +263,17 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_left_alone_by_a_crash_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("eg-ca-{}", uuid::Uuid::now_v7()));
+        fs::create_dir_all(&dir).expect("dir");
+        fs::write(dir.join(KEY_FILE), "stale").expect("orphan key");
+        let ca = LocalCa::load_or_create(&dir).expect("CA despite the orphan key");
+        let again = LocalCa::load_or_create(&dir).expect("loads");
+        assert_eq!(ca.cert_pem(), again.cert_pem());
+        let _ = fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn catalogue_matches_domains_and_subdomains_only() {

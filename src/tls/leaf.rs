@@ -50,8 +50,7 @@ impl LeafCache {
             }
         }
         let config = Arc::new(self.mint(&host)?);
-        self.lock()
-            .put(host, (Instant::now(), config.clone()));
+        self.lock().put(host, (Instant::now(), config.clone()));
         Ok(config)
     }
 
@@ -83,12 +82,11 @@ impl LeafCache {
             CertificateDer::from(self.ca.cert_der().to_vec()),
         ];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }

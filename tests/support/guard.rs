@@ -86,11 +86,7 @@ impl Guard {
 
     /// Started against a fake upstream: `--resolve` pins and `--upstream-ca`, plus `extra` args.
     pub fn for_upstream(resolve: Vec<String>, upstream_ca: &Path, extra: &[&str]) -> Guard {
-        let mut args = Vec::new();
-        for pin in resolve {
-            args.push("--resolve".to_string());
-            args.push(pin);
-        }
+        let mut args = resolve_flags(resolve);
         args.push("--upstream-ca".to_string());
         args.push(upstream_ca.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -193,11 +189,86 @@ impl Guard {
     }
 }
 
+/// `--resolve PIN` for each pin.
+pub fn resolve_flags(pins: Vec<String>) -> Vec<String> {
+    pins.into_iter()
+        .flat_map(|pin| ["--resolve".to_string(), pin])
+        .collect()
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Low-level client steps for tests that need to see the wire: a hand-written CONNECT, TLS over
+/// it trusting exactly the given CA, and reading a response head.
+pub mod wire {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+
+    /// Reads up to the blank line that ends an HTTP/1.1 response head.
+    pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut byte).await.expect("read a response head");
+            assert_eq!(n, 1, "connection closed inside a response head: {head:?}");
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).to_string()
+    }
+
+    /// Sends `CONNECT authority` and returns the reply's head and the open stream.
+    pub async fn connect(proxy: SocketAddr, authority: &str) -> (String, TcpStream) {
+        let mut stream = TcpStream::connect(proxy).await.expect("reach the proxy");
+        stream
+            .write_all(
+                format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+            )
+            .await
+            .expect("send CONNECT");
+        let head = read_head(&mut stream).await;
+        (head, stream)
+    }
+
+    /// A TLS client configuration that trusts only the CAs in `ca_pem`, offering `alpn`.
+    pub fn client_config(ca_pem: &[u8], alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem) {
+            let cert: rustls_pki_types::CertificateDer = cert.expect("PEM certificate");
+            roots.add(cert).expect("usable root");
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+
+    /// TLS to `host` over an open tunnel, trusting only `ca_pem`.
+    pub async fn tls(
+        stream: TcpStream,
+        host: &str,
+        ca_pem: &[u8],
+        alpn: &[&[u8]],
+    ) -> TlsStream<TcpStream> {
+        let name = rustls_pki_types::ServerName::try_from(host.to_string()).expect("server name");
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(ca_pem, alpn)))
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake")
     }
 }

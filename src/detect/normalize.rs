@@ -1,0 +1,381 @@
+//! Normalisation against evasion, with every span mapped back to the ORIGINAL bytes.
+//!
+//! Two transformations, both only taken when the input needs them so the plain-ASCII fast path
+//! pays nothing but one `is_ascii` pass and one table-driven blob sweep:
+//!
+//! - [`Folded`]: zero-width and bidi controls dropped, full-width and compatibility forms folded
+//!   (NFKC, per character), so `ｓｋ-…` or a key with U+200B inside still matches its rule.
+//! - [`find_blobs`]: base64, hex and URL-percent runs long enough to hide a secret, decoded when
+//!   the result looks like text. The scanner scans the decoded bytes again (bounded depth and
+//!   total size) and reports what it finds at the blob's span.
+//!
+//! Nothing here may panic on any input: invalid UTF-8 passes through byte for byte.
+
+use std::ops::Range;
+
+use unicode_normalization::UnicodeNormalization;
+
+use super::validators::decode_base64;
+
+/// Input with invisible characters dropped and compatibility forms folded, plus the map from
+/// the folded text back to the original bytes.
+#[derive(Debug)]
+pub struct Folded {
+    pub text: Vec<u8>,
+    /// Pieces of `text` in order; offsets between pieces map back through [`Piece`].
+    pieces: Vec<Piece>,
+}
+
+/// `text[out..out + out_len]` came from `input[orig..orig + orig_len]`: byte for byte when
+/// `verbatim`, else as one folded character.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    out: usize,
+    orig: usize,
+    out_len: usize,
+    orig_len: usize,
+    verbatim: bool,
+}
+
+/// Characters that render as nothing (or reorder text) and so can hide inside a token.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'                  // soft hyphen
+        | '\u{180E}'                // Mongolian vowel separator
+        | '\u{200B}'..='\u{200F}'   // zero-width space/joiners, LRM/RLM
+        | '\u{202A}'..='\u{202E}'   // bidi embeddings and overrides
+        | '\u{2060}'..='\u{2064}'   // word joiner, invisible operators
+        | '\u{2066}'..='\u{2069}'   // bidi isolates
+        | '\u{FEFF}'                // zero-width no-break space / BOM
+    )
+}
+
+/// Whether folding changes `c` (dropped, or NFKC maps it to something else).
+fn folds(c: char) -> bool {
+    if is_invisible(c) {
+        return true;
+    }
+    let mut folded = std::iter::once(c).nfkc();
+    !(folded.next() == Some(c) && folded.next().is_none())
+}
+
+impl Folded {
+    /// The folded input, or `None` when folding would not change it (all ASCII, or only
+    /// characters that are already in their folded form: the common case for non-English text).
+    pub fn new(input: &[u8]) -> Option<Self> {
+        if input.is_ascii() {
+            return None;
+        }
+        let needed = input
+            .utf8_chunks()
+            .any(|chunk| chunk.valid().chars().any(|c| !c.is_ascii() && folds(c)));
+        if !needed {
+            return None;
+        }
+        let mut folded = Folded {
+            text: Vec::with_capacity(input.len()),
+            pieces: Vec::new(),
+        };
+        let mut offset = 0;
+        for chunk in input.utf8_chunks() {
+            let valid = chunk.valid();
+            let mut verbatim_from = 0;
+            for (i, c) in valid.char_indices() {
+                if c.is_ascii() || !folds(c) {
+                    continue;
+                }
+                folded.verbatim(
+                    &input[offset + verbatim_from..offset + i],
+                    offset + verbatim_from,
+                );
+                verbatim_from = i + c.len_utf8();
+                if is_invisible(c) {
+                    continue;
+                }
+                let out = folded.text.len();
+                let mut buf = [0u8; 4];
+                for f in std::iter::once(c).nfkc() {
+                    folded
+                        .text
+                        .extend_from_slice(f.encode_utf8(&mut buf).as_bytes());
+                }
+                folded.pieces.push(Piece {
+                    out,
+                    orig: offset + i,
+                    out_len: folded.text.len() - out,
+                    orig_len: c.len_utf8(),
+                    verbatim: false,
+                });
+            }
+            let rest = offset + verbatim_from..offset + valid.len() + chunk.invalid().len();
+            folded.verbatim(&input[rest.clone()], rest.start);
+            offset = rest.end;
+        }
+        Some(folded)
+    }
+
+    fn verbatim(&mut self, bytes: &[u8], orig: usize) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.pieces.push(Piece {
+            out: self.text.len(),
+            orig,
+            out_len: bytes.len(),
+            orig_len: bytes.len(),
+            verbatim: true,
+        });
+        self.text.extend_from_slice(bytes);
+    }
+
+    fn piece(&self, at: usize) -> Option<&Piece> {
+        let index = self.pieces.partition_point(|p| p.out + p.out_len <= at);
+        self.pieces.get(index)
+    }
+
+    /// The original byte range that `span` of the folded text came from.
+    pub fn original(&self, span: Range<usize>) -> Range<usize> {
+        let start = match self.piece(span.start) {
+            Some(p) if p.verbatim => p.orig + (span.start - p.out),
+            Some(p) => p.orig,
+            None => return 0..0,
+        };
+        let last = span.end.saturating_sub(1).max(span.start);
+        let end = match self.piece(last) {
+            Some(p) if p.verbatim => p.orig + (last - p.out) + 1,
+            Some(p) => p.orig + p.orig_len,
+            None => start,
+        };
+        start..end.max(start)
+    }
+}
+
+/// An encoded run and what it decodes to.
+#[derive(Debug)]
+pub struct Blob {
+    pub span: Range<usize>,
+    pub decoded: Vec<u8>,
+}
+
+/// Shortest base64 run worth decoding: 32 chars = 24 bytes, shorter than most secrets'
+/// surroundings (`KEY=...`) plus the secret itself.
+const MIN_BASE64: usize = 32;
+/// Shortest hex run worth decoding (20 bytes of text).
+const MIN_HEX: usize = 40;
+/// A percent-encoded run needs this many escapes to be worth decoding.
+const MIN_ESCAPES: usize = 3;
+
+const B64: u8 = 1;
+const HEX: u8 = 2;
+/// Byte classes for the blob sweep: one table lookup per byte, no allocation. A `static`, not a
+/// `const`, so that indexing it never copies the table.
+static CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'-' || c == b'_' {
+            table[b] |= B64;
+        }
+        if c.is_ascii_hexdigit() {
+            table[b] |= HEX;
+        }
+        b += 1;
+    }
+    table
+};
+
+fn is_b64(b: u8) -> bool {
+    CLASS[b as usize] & B64 != 0
+}
+
+/// Encoded-looking runs in `input` that decode to text, at most `budget` decoded bytes in all.
+///
+/// Only every `MIN_BASE64`-th byte is probed: a run at least that long must cover a probe, so
+/// the sweep reads a fraction of ordinary text instead of every byte.
+pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
+    let mut blobs = Vec::new();
+    let n = input.len();
+    let mut probe = MIN_BASE64 - 1;
+    let mut floor = 0;
+    while probe < n && *budget > 0 {
+        if !is_b64(input[probe]) {
+            probe += MIN_BASE64;
+            continue;
+        }
+        let mut start = probe;
+        while start > floor && is_b64(input[start - 1]) {
+            start -= 1;
+        }
+        let mut end = probe + 1;
+        while end < n && is_b64(input[end]) {
+            end += 1;
+        }
+        floor = end;
+        probe = end + MIN_BASE64;
+        if end - start < MIN_BASE64 {
+            continue;
+        }
+        let run = &input[start..end];
+        let mut padded = end;
+        while padded < n && padded - end < 2 && input[padded] == b'=' {
+            padded += 1;
+        }
+        let all_hex = run.iter().all(|&b| CLASS[b as usize] & HEX != 0);
+        let decoded = if all_hex && run.len() >= MIN_HEX && run.len() % 2 == 0 {
+            decode_hex(run).filter(|d| looks_like_text(d))
+        } else {
+            None
+        }
+        .or_else(|| decode_base64_text(&input[start..padded]));
+        if let Some(mut decoded) = decoded {
+            decoded.truncate(*budget);
+            *budget -= decoded.len();
+            blobs.push(Blob {
+                span: start..padded,
+                decoded,
+            });
+        }
+    }
+    find_percent_runs(input, budget, &mut blobs);
+    blobs
+}
+
+/// Base64 that decodes to text. Tries a short head first so that a large image or archive is
+/// rejected after decoding 1 KiB rather than all of it.
+fn decode_base64_text(run: &[u8]) -> Option<Vec<u8>> {
+    let head = &run[..run.len().min(1024) / 4 * 4];
+    if head.len() < run.len() {
+        let sample = decode_base64(head)?;
+        if !looks_like_text(&sample) {
+            return None;
+        }
+    }
+    decode_base64(run).filter(|d| looks_like_text(d))
+}
+
+fn decode_hex(run: &[u8]) -> Option<Vec<u8>> {
+    fn nibble(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    run.chunks_exact(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
+}
+
+/// Mostly printable: UTF-8 text or ASCII with at most a few control bytes.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    if bytes.len() < 8 {
+        return false;
+    }
+    let printable = bytes
+        .iter()
+        .filter(|&&b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\r' || b == b'\t')
+        .count();
+    printable * 100 >= bytes.len() * 90
+        || std::str::from_utf8(bytes).is_ok_and(|s| !s.contains('\0'))
+}
+
+/// URL-percent runs (`a%3Db%26c...`) with at least [`MIN_ESCAPES`] escapes.
+fn find_percent_runs(input: &[u8], budget: &mut usize, blobs: &mut Vec<Blob>) {
+    let is_url_byte =
+        |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`');
+    let mut from = 0;
+    while let Some(pos) = memchr::memchr(b'%', &input[from..]) {
+        let pos = from + pos;
+        let mut start = pos;
+        while start > 0 && is_url_byte(input[start - 1]) {
+            start -= 1;
+        }
+        let mut end = pos;
+        while end < input.len() && is_url_byte(input[end]) {
+            end += 1;
+        }
+        from = end.max(pos + 1);
+        let run = &input[start..end];
+        let escapes = run
+            .windows(3)
+            .filter(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+            .count();
+        if escapes < MIN_ESCAPES || *budget == 0 {
+            continue;
+        }
+        let mut decoded = percent_decode(run);
+        decoded.truncate(*budget);
+        *budget -= decoded.len();
+        blobs.push(Blob {
+            span: start..end,
+            decoded,
+        });
+    }
+}
+
+fn percent_decode(run: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(run.len());
+    let mut i = 0;
+    while i < run.len() {
+        if run[i] == b'%' && i + 2 < run.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(run[i + 1]), hex(run[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if run[i] == b'+' { b' ' } else { run[i] });
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_width_chars_are_dropped_and_map_back() {
+        let input = "key=AB\u{200B}CD end".as_bytes();
+        let folded = Folded::new(input).expect("needs folding");
+        assert_eq!(folded.text, b"key=ABCD end");
+        assert_eq!(folded.original(4..8), 4..11);
+    }
+
+    #[test]
+    fn full_width_letters_fold_to_ascii() {
+        let input = "ＡＫＩＡ".as_bytes();
+        let folded = Folded::new(input).expect("needs folding");
+        assert_eq!(folded.text, b"AKIA");
+        assert_eq!(folded.original(0..4), 0..input.len());
+    }
+
+    #[test]
+    fn text_already_folded_is_left_alone() {
+        assert!(Folded::new("naïve café, 東京".as_bytes()).is_none());
+        assert!(Folded::new(b"plain").is_none());
+        let mixed = ["é\u{200B}x".as_bytes(), &[0xFF]].concat();
+        let folded = Folded::new(&mixed).expect("zero-width space");
+        assert_eq!(folded.text, ["éx".as_bytes(), &[0xFF]].concat());
+        assert_eq!(folded.original(0..folded.text.len()), 0..mixed.len());
+        assert_eq!(folded.original(2..3), 5..6);
+    }
+
+    #[test]
+    fn base64_text_is_decoded_binary_is_not() {
+        let mut budget = 1 << 20;
+        let text = b"x = \"dGhpcyBpcyBhIHNlY3JldCBtZXNzYWdlIGhpZGRlbiBoZXJl\"";
+        let blobs = find_blobs(text, &mut budget);
+        assert_eq!(blobs.len(), 1);
+        assert_eq!(blobs[0].decoded, b"this is a secret message hidden here");
+        // A git SHA decodes (as hex) to binary: not a blob.
+        let sha = b"commit 3f786850e387550fdab836ed7e6dc881de23001b";
+        assert!(find_blobs(sha, &mut budget).is_empty());
+    }
+
+    #[test]
+    fn percent_runs_decode() {
+        let mut budget = 1 << 20;
+        let blobs = find_blobs(b"GET /?q=a%3Db%26c%3Dd", &mut budget);
+        assert_eq!(blobs.len(), 1);
+        assert_eq!(blobs[0].decoded, b"/?q=a=b&c=d");
+    }
+}

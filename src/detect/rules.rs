@@ -1,0 +1,454 @@
+//! Rule packs: the TOML model of `policies/rules/*.toml` (see `FORMAT.md`) and its loader.
+//!
+//! Every error names the file and the line, because the person reading it is fixing a TOML file,
+//! not reading Rust. Loading never panics on a malformed pack: it returns a [`RuleError`].
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use regex_automata::meta;
+use regex_syntax::hir::Hir;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::validators::Validator;
+use super::{Category, Severity};
+
+/// Why a rule pack (or a dictionary) could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{file}:{line}:{col}: {msg}")]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        col: usize,
+        msg: String,
+    },
+    #[error("{file}:{line}: rule `{rule}`: {msg}")]
+    Invalid {
+        file: PathBuf,
+        line: usize,
+        rule: String,
+        msg: String,
+    },
+    #[error("{file}:{line}: rule `{rule}`: pattern does not compile: {msg}")]
+    Regex {
+        file: PathBuf,
+        line: usize,
+        rule: String,
+        msg: String,
+    },
+    #[error("{file}: {msg}")]
+    File { file: PathBuf, msg: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One `[[rule]]` as written in a pack. Field names are the pack format's (`FORMAT.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub name: String,
+    pub category: Category,
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub always: bool,
+    /// Instead of keywords: run only around runs of at least this many digits (single spaces,
+    /// dashes or dots between them allowed). For numbers with no keyword of their own (cards,
+    /// national ids): far cheaper than `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<usize>,
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator: Option<String>,
+    /// Report a value that fails its validator at this severity instead of dropping it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_len: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
+    /// Free text for people (where the format comes from, what the key grants); never read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    #[serde(default, skip_serializing_if = "AllowSpec::is_empty")]
+    pub allow: AllowSpec,
+    #[serde(default)]
+    pub tests: TestSpec,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// `[rule.allow]`: values a rule never reports.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopwords: Vec<String>,
+}
+
+impl AllowSpec {
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.patterns.is_empty() && self.stopwords.is_empty()
+    }
+}
+
+/// `[rule.tests]`: the rule's own examples and counter-examples.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSpec {
+    #[serde(default, rename = "match")]
+    pub matches: Vec<String>,
+    #[serde(default)]
+    pub no_match: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackFile {
+    #[serde(default)]
+    rule: Vec<Spanned<RuleSpec>>,
+}
+
+/// A rule ready to run: the spec plus its parsed pattern, allowlist and validator.
+///
+/// The pattern is parsed (and so checked) at load time but compiled only the first time the
+/// rule's keyword occurs: a start-up that compiled every rule's automata would cost more than
+/// scanning a whole source tree.
+pub struct Rule {
+    pub spec: RuleSpec,
+    /// Where it was defined, for error messages and `policy test` reports.
+    pub origin: Origin,
+    hir: Hir,
+    regex: OnceLock<Option<meta::Regex>>,
+    /// How far from a keyword hit a match can reach: the longest match the pattern can produce,
+    /// with each unbounded repetition (`\s*`, `+`) counted as [`UNBOUNDED_REACH`] bytes. The
+    /// regex searches just that window around each hit.
+    pub max_match: Option<usize>,
+    /// Whether `max_match` is exact. When it is not, a match touching its window's edge may be
+    /// cut short by it, and the scanner searches the whole input for that rule instead.
+    pub bounded: bool,
+    pub group: usize,
+    pub validator: Option<Validator>,
+    pub allow_values: Vec<Vec<u8>>,
+    pub allow_patterns: Vec<regex::bytes::Regex>,
+    pub stopwords: Vec<Vec<u8>>,
+    /// Lower-cased keywords, for the prefilter.
+    pub keywords: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("id", &self.spec.id)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rule {
+    /// The compiled pattern, built on first use; `None` if it exceeds the engine's size limits
+    /// (then the rule never matches, and its own `match` cases say so).
+    pub fn regex(&self) -> Option<&meta::Regex> {
+        self.regex
+            .get_or_init(|| {
+                meta::Regex::builder()
+                    .configure(
+                        meta::Config::new()
+                            .utf8_empty(false)
+                            .nfa_size_limit(Some(16 << 20))
+                            .dfa_size_limit(Some(16 << 20)),
+                    )
+                    .build_from_hir(&self.hir)
+                    .ok()
+            })
+            .as_ref()
+    }
+}
+
+/// File and line a rule was defined at.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// The packs compiled into the binary: every `policies/rules/*.toml`, via `build.rs`.
+pub const BUILTIN_PACKS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
+
+/// Parses and compiles one pack's text. `file` is only used in messages.
+pub fn parse_pack(file: &Path, text: &str) -> Result<Vec<Rule>, RuleError> {
+    let pack: PackFile = toml::from_str(text).map_err(|error| {
+        let (line, col) = error
+            .span()
+            .map(|span| line_col(text, span.start))
+            .unwrap_or((1, 1));
+        RuleError::Syntax {
+            file: file.to_path_buf(),
+            line,
+            col,
+            msg: error.message().to_string(),
+        }
+    })?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut rules = Vec::with_capacity(pack.rule.len());
+    for spanned in pack.rule {
+        let line = line_col(text, spanned.span().start).0;
+        let spec = spanned.into_inner();
+        let origin = Origin {
+            file: file.to_path_buf(),
+            line,
+        };
+        if let Some(first) = seen.insert(spec.id.clone(), line) {
+            return Err(invalid(
+                &origin,
+                &spec.id,
+                format!("id already used at line {first}"),
+            ));
+        }
+        rules.push(compile(spec, origin)?);
+    }
+    Ok(rules)
+}
+
+/// Reads every `*.toml` in `dir` (sorted by name), parsed as packs.
+pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, RuleError> {
+    let mut rules = Vec::new();
+    for path in sorted_files(dir, &["toml"])? {
+        let text = fs::read_to_string(&path).map_err(|source| RuleError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        rules.extend(parse_pack(&path, &text)?);
+    }
+    Ok(rules)
+}
+
+/// Files in `dir` with one of `extensions`, sorted; a missing directory is empty.
+pub(crate) fn sorted_files(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>, RuleError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(RuleError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .and_then(|ext| ext.to_str())
+                    .is_some_and(|ext| extensions.contains(&ext))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn invalid(origin: &Origin, rule: &str, msg: String) -> RuleError {
+    RuleError::Invalid {
+        file: origin.file.clone(),
+        line: origin.line,
+        rule: rule.to_string(),
+        msg,
+    }
+}
+
+/// What an unbounded repetition counts for in [`Rule::max_match`]: more than any realistic
+/// run of `\s*` between a key name and its value, and a window edge catches the rest.
+pub const UNBOUNDED_REACH: usize = 256;
+
+/// The longest match of `hir`, counting each unbounded repetition as [`UNBOUNDED_REACH`].
+fn capped_max_len(hir: &Hir) -> usize {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 0,
+        HirKind::Literal(literal) => literal.0.len(),
+        HirKind::Class(Class::Bytes(_)) => 1,
+        HirKind::Class(Class::Unicode(class)) => class.maximum_len().unwrap_or(4),
+        HirKind::Repetition(repetition) => {
+            let sub = capped_max_len(&repetition.sub);
+            match repetition.max {
+                Some(max) => sub.saturating_mul(max as usize),
+                None => sub
+                    .saturating_mul(repetition.min as usize)
+                    .saturating_add(UNBOUNDED_REACH.max(sub)),
+            }
+        }
+        HirKind::Capture(capture) => capped_max_len(&capture.sub),
+        HirKind::Concat(subs) => subs
+            .iter()
+            .map(capped_max_len)
+            .fold(0, usize::saturating_add),
+        HirKind::Alternation(subs) => subs.iter().map(capped_max_len).max().unwrap_or(0),
+    }
+}
+
+/// Parses a rule's pattern the way [`compile_regex`] compiles it (ASCII mode, bytes).
+pub(crate) fn parse_pattern(pattern: &str) -> Result<Hir, String> {
+    regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .map_err(|error| error.to_string())
+}
+
+/// Compiles a rule's regexes in ASCII mode: `\w`, `\d`, `\b` and `(?i)` are ASCII-only unless
+/// the pattern opts in with `(?u)`. Secrets are ASCII, and Unicode word boundaries would force
+/// the regex engine off its fast DFA path on any non-ASCII input.
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(16 << 20)
+        .dfa_size_limit(16 << 20)
+        .build()
+}
+
+fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
+    let id = spec.id.clone();
+    let valid_id = id.split('.').count() >= 2
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+    if !valid_id {
+        return Err(invalid(
+            &origin,
+            &id,
+            "id must be dotted lower-case, e.g. `secret.example_api_key`".into(),
+        ));
+    }
+    let category_prefix = match spec.category {
+        Category::Secret => "secret.",
+        Category::Pii => "pii.",
+        Category::Custom => "custom.",
+    };
+    if !id.starts_with(category_prefix) {
+        return Err(invalid(
+            &origin,
+            &id,
+            format!("id must start with `{category_prefix}` for its category"),
+        ));
+    }
+    if spec.keywords.is_empty() && !spec.always && spec.digits.is_none() {
+        return Err(invalid(
+            &origin,
+            &id,
+            "needs `keywords` (or `digits = N`, or `always = true`, which runs its regex on \
+             every input)"
+                .into(),
+        ));
+    }
+    if spec.keywords.iter().any(|k| k.is_empty()) {
+        return Err(invalid(&origin, &id, "empty keyword".into()));
+    }
+    let hir = parse_pattern(&spec.pattern).map_err(|msg| RuleError::Regex {
+        file: origin.file.clone(),
+        line: origin.line,
+        rule: id.clone(),
+        msg,
+    })?;
+    let groups = hir.properties().explicit_captures_len();
+    let group = spec.group.unwrap_or(if groups > 0 { 1 } else { 0 });
+    if group > groups {
+        return Err(invalid(
+            &origin,
+            &id,
+            format!("group {group} but the pattern has {groups} capture group(s)"),
+        ));
+    }
+    if spec.digits.is_some_and(|n| n == 0) {
+        return Err(invalid(&origin, &id, "`digits` must be at least 1".into()));
+    }
+    let validator = match &spec.validator {
+        None => None,
+        Some(name) => Some(Validator::from_name(name).ok_or_else(|| {
+            invalid(
+                &origin,
+                &id,
+                format!(
+                    "unknown validator `{name}` (known: {})",
+                    Validator::NAMES.join(", ")
+                ),
+            )
+        })?),
+    };
+    let mut allow_patterns = Vec::with_capacity(spec.allow.patterns.len());
+    for pattern in &spec.allow.patterns {
+        allow_patterns.push(compile_regex(pattern).map_err(|error| RuleError::Regex {
+            file: origin.file.clone(),
+            line: origin.line,
+            rule: id.clone(),
+            msg: format!("allow pattern: {error}"),
+        })?);
+    }
+    Ok(Rule {
+        max_match: Some(capped_max_len(&hir)),
+        bounded: hir.properties().maximum_len().is_some(),
+        hir,
+        regex: OnceLock::new(),
+        group,
+        validator,
+        allow_values: spec
+            .allow
+            .values
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect(),
+        allow_patterns,
+        stopwords: spec
+            .allow
+            .stopwords
+            .iter()
+            .map(|w| w.to_ascii_lowercase().into_bytes())
+            .collect(),
+        keywords: spec
+            .keywords
+            .iter()
+            .map(|k| k.to_ascii_lowercase().into_bytes())
+            .collect(),
+        spec,
+        origin,
+    })
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}

@@ -1,0 +1,132 @@
+//! A WebSocket-style upgrade on an intercepted host (OpenAI's Realtime API uses one): the gate
+//! sees the upgrade request, then the proxy relays both directions after `101`.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::guard::{wire, Guard};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// An HTTP/1.1-only TLS upstream for api.openai.com that accepts upgrades and echoes bytes.
+struct EchoUpgradeServer {
+    addr: std::net::SocketAddr,
+    ca_pem: tempfile::NamedTempFile,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EchoUpgradeServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo_upgrade_server() -> EchoUpgradeServer {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).expect("CA");
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf = CertificateParams::new(vec!["api.openai.com".to_string()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    let mut ca_pem = tempfile::NamedTempFile::new().expect("temp");
+    std::io::Write::write_all(&mut ca_pem, ca.pem().as_bytes()).expect("write CA");
+
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+    )
+    .expect("cert");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(|mut req: Request<Incoming>| async move {
+                    let on_upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = on_upgrade.await {
+                            let mut io = TokioIo::new(upgraded);
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    let mut response = Response::new(Empty::<Bytes>::new());
+                    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    response
+                        .headers_mut()
+                        .insert("upgrade", "websocket".parse().expect("value"));
+                    response
+                        .headers_mut()
+                        .insert("connection", "Upgrade".parse().expect("value"));
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    EchoUpgradeServer { addr, ca_pem, task }
+}
+
+#[tokio::test]
+async fn an_upgrade_passes_the_gate_then_relays_both_ways() {
+    let server = echo_upgrade_server().await;
+    let guard = Guard::for_upstream(
+        vec![format!("api.openai.com:443={}", server.addr)],
+        server.ca_pem.path(),
+        &[],
+    );
+
+    let (head, tunnel) = wire::connect(guard.proxy, "api.openai.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Upgrades are an HTTP/1.1 mechanism: offer only that.
+    let mut tls = wire::tls(tunnel, "api.openai.com", &guard.ca_pem(), &[b"http/1.1"]).await;
+
+    tls.write_all(
+        b"GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: api.openai.com\r\n\
+          Connection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer sk-rt\r\n\r\n",
+    )
+    .await
+    .expect("upgrade request");
+    let head = wire::read_head(&mut tls).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("x-egress-guard-decision: "), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+
+    for message in [&b"hello realtime"[..], &b"second frame"[..]] {
+        tls.write_all(message).await.expect("send");
+        let mut echoed = vec![0u8; message.len()];
+        tls.read_exact(&mut echoed).await.expect("echo");
+        assert_eq!(echoed, message);
+    }
+}
