@@ -160,6 +160,11 @@ async fn anthropic_json_and_sse(http: Http) {
     assert_eq!(seen[0].path, "/v1/messages");
     assert_eq!(seen[0].method, "POST");
     assert_eq!(seen[0].version, expected_version(http));
+    // The Host the upstream saw, as a header for both versions (HTTP/2 sends `:authority`).
+    assert_eq!(
+        seen[0].headers["host"],
+        format!("api.anthropic.com:{}", up.addr().port()).as_str()
+    );
     assert!(up.last_body().contains("\"hi\""));
 }
 

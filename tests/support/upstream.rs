@@ -50,6 +50,7 @@ pub struct Recorded {
     pub method: String,
     /// Path and query, e.g. `/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse`.
     pub path: String,
+    /// The request headers; for HTTP/2, `host` holds the `:authority` the client sent.
     pub headers: HeaderMap,
     pub body: Bytes,
     pub version: Version,
@@ -413,10 +414,20 @@ async fn handle(
         .path_and_query()
         .map(|pq| pq.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
+    let mut headers = parts.headers.clone();
+    if !headers.contains_key(header::HOST) {
+        // HTTP/2 carries the authority as a pseudo-header, not `Host`; record it under `host`
+        // so a test reads the same field whichever version the proxy chose upstream.
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, value);
+            }
+        }
+    }
     let recorded = Recorded {
         method: parts.method.to_string(),
         path,
-        headers: parts.headers.clone(),
+        headers,
         body,
         version: parts.version,
         host,
