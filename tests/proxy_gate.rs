@@ -114,6 +114,7 @@ impl Gate for TestGate {
                 parts: request.parts,
                 body,
                 response: Some(Box::new(SloppyRestore)),
+                upstream: None,
             });
         }
         if text.contains("alice") {

@@ -156,6 +156,8 @@ async fn an_upgrade_a_gate_allows_is_relayed_both_ways() {
         response_timeout: Duration::from_secs(60),
         drain_timeout: Duration::from_secs(10),
         leaf_cache_size: 16,
+        body_idle_timeout: Duration::from_secs(60),
+        tunnel_idle_timeout: ProxyConfig::DEFAULT_TUNNEL_IDLE_TIMEOUT,
     };
     // The pass-through gate lets the upgrade request through unchanged: what the proxy then does
     // with the connection is what this test is about.
