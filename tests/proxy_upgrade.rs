@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use egress_guard::proxy::gate::PassThrough;
-use egress_guard::proxy::{Proxy, ProxyConfig};
+use egress_guard::proxy::{Drained, Proxy, ProxyConfig};
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -145,25 +145,7 @@ async fn the_shipped_policy_refuses_an_upgrade_and_nothing_reaches_the_upstream(
 async fn an_upgrade_a_gate_allows_is_relayed_both_ways() {
     let server = echo_upgrade_server().await;
     let data = tempfile::tempdir().expect("data dir");
-    let config = ProxyConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: data.path().to_path_buf(),
-        upstream_ca: vec![server.ca_pem.path().to_path_buf()],
-        resolve: vec![format!("api.openai.com:443={}", server.addr)],
-        max_body: ProxyConfig::DEFAULT_MAX_BODY,
-        connect_timeout: Duration::from_secs(10),
-        response_timeout: Duration::from_secs(60),
-        drain_timeout: Duration::from_secs(10),
-        leaf_cache_size: 16,
-        body_idle_timeout: Duration::from_secs(60),
-        tunnel_idle_timeout: ProxyConfig::DEFAULT_TUNNEL_IDLE_TIMEOUT,
-    };
-    // The pass-through gate lets the upgrade request through unchanged: what the proxy then does
-    // with the connection is what this test is about.
-    let proxy = Proxy::start(config, Arc::new(PassThrough::default()))
-        .await
-        .expect("proxy starts");
+    let proxy = in_process(&server, data.path(), Duration::from_secs(10)).await;
     let ca_pem = std::fs::read(&proxy.ca_path).expect("CA");
 
     let (head, tunnel) = wire::connect(proxy.proxy_addr, "api.openai.com:443").await;
@@ -189,21 +171,17 @@ async fn an_upgrade_a_gate_allows_is_relayed_both_ways() {
 #[tokio::test]
 async fn an_open_websocket_does_not_hold_up_a_stop() {
     let server = echo_upgrade_server().await;
-    let mut guard = Guard::for_upstream(
-        vec![format!("api.openai.com:443={}", server.addr)],
-        server.ca_pem.path(),
-        // Longer than the test's own patience: only a relay that stops can make it in time.
-        &["--drain-timeout", "600"],
-    );
-    let (head, tunnel) = wire::connect(guard.proxy, "api.openai.com:443").await;
+    let data = tempfile::tempdir().expect("data dir");
+    // A grace period longer than the test's own patience: only a relay that stops at shutdown
+    // lets the drain finish in time.
+    let proxy = in_process(&server, data.path(), Duration::from_secs(600)).await;
+    let ca_pem = std::fs::read(&proxy.ca_path).expect("CA");
+    let (head, tunnel) = wire::connect(proxy.proxy_addr, "api.openai.com:443").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut tls = wire::tls(tunnel, "api.openai.com", &guard.ca_pem(), &[b"http/1.1"]).await;
-    tls.write_all(
-        b"GET /v1/realtime HTTP/1.1\r\nHost: api.openai.com\r\n\
-          Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await
-    .expect("upgrade request");
+    let mut tls = wire::tls(tunnel, "api.openai.com", &ca_pem, &[b"http/1.1"]).await;
+    tls.write_all(UPGRADE_REQUEST)
+        .await
+        .expect("upgrade request");
     let head = wire::read_head(&mut tls).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     tls.write_all(b"open").await.expect("send");
@@ -211,8 +189,35 @@ async fn an_open_websocket_does_not_hold_up_a_stop() {
     tls.read_exact(&mut echoed).await.expect("echo");
 
     // The WebSocket stays open on the client's side; the proxy still stops cleanly.
-    guard.terminate();
-    guard.wait_for_log("stopped cleanly").await;
-    assert_eq!(guard.exit_status().await.code(), Some(0));
+    let drained = tokio::time::timeout(Duration::from_secs(60), proxy.stop())
+        .await
+        .expect("the proxy stops while a WebSocket is open");
+    assert_eq!(drained, Drained::Clean);
     drop(tls);
+}
+
+/// The proxy in-process with the pass-through gate, which lets an upgrade request through
+/// unchanged: what the proxy then does with the connection is what these tests are about.
+async fn in_process(
+    server: &EchoUpgradeServer,
+    data_dir: &std::path::Path,
+    drain: Duration,
+) -> Proxy {
+    let config = ProxyConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.to_path_buf(),
+        upstream_ca: vec![server.ca_pem.path().to_path_buf()],
+        resolve: vec![format!("api.openai.com:443={}", server.addr)],
+        max_body: ProxyConfig::DEFAULT_MAX_BODY,
+        connect_timeout: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(60),
+        drain_timeout: drain,
+        leaf_cache_size: 16,
+        body_idle_timeout: ProxyConfig::DEFAULT_BODY_IDLE_TIMEOUT,
+        tunnel_idle_timeout: ProxyConfig::DEFAULT_TUNNEL_IDLE_TIMEOUT,
+    };
+    Proxy::start(config, Arc::new(PassThrough::default()))
+        .await
+        .expect("proxy starts")
 }
