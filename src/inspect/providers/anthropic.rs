@@ -96,18 +96,10 @@ fn document(c: &mut Collector, block: &Node, path: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::json::parse;
     use super::*;
 
     fn read_body(body: &str) -> Vec<(String, String)> {
-        let node = parse(body.as_bytes()).unwrap();
-        let mut c = Collector::new(body.as_bytes());
-        read(&mut c, &node);
-        c.content
-            .segments
-            .into_iter()
-            .map(|s| (s.location, s.text.text))
-            .collect()
+        super::super::segments_read_by(read, body)
     }
 
     #[test]

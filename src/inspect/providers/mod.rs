@@ -216,6 +216,23 @@ pub(crate) fn string_or_blocks(
     }
 }
 
+/// The (location, text) pairs a provider reader collects from `body`: what its unit tests assert.
+#[cfg(test)]
+pub(crate) fn segments_read_by(
+    read: fn(&mut super::content::Collector, &super::json::Node),
+    body: &str,
+) -> Vec<(String, String)> {
+    let node = super::json::parse(body.as_bytes()).expect("test body is JSON");
+    let mut collector = super::content::Collector::new(body.as_bytes());
+    read(&mut collector, &node);
+    collector
+        .content
+        .segments
+        .into_iter()
+        .map(|s| (s.location, s.text.text))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
