@@ -125,13 +125,7 @@ async fn the_shipped_policy_refuses_an_upgrade_and_nothing_reaches_the_upstream(
         &[],
     );
 
-    let (head, tunnel) = wire::connect(guard.proxy, "api.openai.com:443").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut tls = wire::tls(tunnel, "api.openai.com", &guard.ca_pem(), &[b"http/1.1"]).await;
-    tls.write_all(UPGRADE_REQUEST)
-        .await
-        .expect("upgrade request");
-    let head = wire::read_head(&mut tls).await.to_ascii_lowercase();
+    let (head, _tls) = upgrade_through(guard.proxy, &guard.ca_pem()).await;
     assert!(head.starts_with("http/1.1 426"), "{head}");
     assert!(head.contains("x-egress-guard-decision: "), "{head}");
     assert_eq!(
@@ -147,15 +141,7 @@ async fn an_upgrade_a_gate_allows_is_relayed_both_ways() {
     let data = tempfile::tempdir().expect("data dir");
     let proxy = in_process(&server, data.path(), Duration::from_secs(10)).await;
     let ca_pem = std::fs::read(&proxy.ca_path).expect("CA");
-
-    let (head, tunnel) = wire::connect(proxy.proxy_addr, "api.openai.com:443").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    // Upgrades are an HTTP/1.1 mechanism: offer only that.
-    let mut tls = wire::tls(tunnel, "api.openai.com", &ca_pem, &[b"http/1.1"]).await;
-    tls.write_all(UPGRADE_REQUEST)
-        .await
-        .expect("upgrade request");
-    let head = wire::read_head(&mut tls).await.to_ascii_lowercase();
+    let (head, mut tls) = upgrade_through(proxy.proxy_addr, &ca_pem).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("x-egress-guard-decision: "), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
@@ -176,14 +162,8 @@ async fn an_open_websocket_does_not_hold_up_a_stop() {
     // lets the drain finish in time.
     let proxy = in_process(&server, data.path(), Duration::from_secs(600)).await;
     let ca_pem = std::fs::read(&proxy.ca_path).expect("CA");
-    let (head, tunnel) = wire::connect(proxy.proxy_addr, "api.openai.com:443").await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut tls = wire::tls(tunnel, "api.openai.com", &ca_pem, &[b"http/1.1"]).await;
-    tls.write_all(UPGRADE_REQUEST)
-        .await
-        .expect("upgrade request");
-    let head = wire::read_head(&mut tls).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (head, mut tls) = upgrade_through(proxy.proxy_addr, &ca_pem).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
     tls.write_all(b"open").await.expect("send");
     let mut echoed = [0u8; 4];
     tls.read_exact(&mut echoed).await.expect("echo");
@@ -220,4 +200,25 @@ async fn in_process(
     Proxy::start(config, Arc::new(PassThrough::default()))
         .await
         .expect("proxy starts")
+}
+
+/// Opens an intercepted tunnel to api.openai.com through the proxy at `proxy`, trusting only
+/// `ca_pem`, and sends the upgrade request; returns the response head (lower-case) and the
+/// connection.
+async fn upgrade_through(
+    proxy: std::net::SocketAddr,
+    ca_pem: &[u8],
+) -> (
+    String,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    let (head, tunnel) = wire::connect(proxy, "api.openai.com:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Upgrades are an HTTP/1.1 mechanism: offer only that.
+    let mut tls = wire::tls(tunnel, "api.openai.com", ca_pem, &[b"http/1.1"]).await;
+    tls.write_all(UPGRADE_REQUEST)
+        .await
+        .expect("upgrade request");
+    let head = wire::read_head(&mut tls).await.to_ascii_lowercase();
+    (head, tls)
 }
