@@ -130,16 +130,7 @@ pub fn load_dir(dir: &Path, scanners: &ScannerFactory) -> Result<LoadedPolicy, P
         if !extra.is_dir() {
             continue;
         }
-        let mut files: Vec<PathBuf> = std::fs::read_dir(extra)
-            .map_err(|source| PolicyError::Io {
-                file: extra.to_owned(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        files.sort();
-        for path in files {
+        for path in sorted_files(extra, |p| p.is_file())? {
             digested.push(
                 path.file_name()
                     .map_or(Vec::new(), |n| n.as_encoded_bytes().to_vec()),
@@ -201,13 +192,19 @@ fn read(path: &Path) -> Result<String, PolicyError> {
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    sorted_files(dir, |p| p.extension().is_some_and(|x| x == "toml"))
+}
+
+/// The entries of `dir` that `keep` accepts, in name order (so a digest or a load order never
+/// depends on the file system's).
+fn sorted_files(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>, PolicyError> {
     let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Io {
         file: dir.to_owned(),
         source,
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| keep(p))
         .collect();
     files.sort();
     Ok(files)
