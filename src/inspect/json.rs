@@ -14,6 +14,16 @@ use std::ops::Range;
 /// dozen levels; thousands only come from an attempt to exhaust the stack.
 const MAX_DEPTH: usize = 128;
 
+/// The position of the first byte below 0x20 (not allowed raw in a JSON string), if any.
+fn first_control(run: &[u8]) -> Option<usize> {
+    // `fold` rather than `any`: without the early exit the compiler vectorises it.
+    if run.iter().fold(false, |seen, &b| seen | (b < 0x20)) {
+        run.iter().position(|&b| b < 0x20)
+    } else {
+        None
+    }
+}
+
 /// A parsed JSON value; strings stay as raw byte ranges (inside the quotes) of the input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
@@ -150,6 +160,16 @@ impl Parser<'_> {
         self.pos += 1; // opening quote
         let start = self.pos;
         loop {
+            // Plain text runs to the next quote or backslash: found with a vectorised search,
+            // then checked for control characters in one branch-free pass, because this loop
+            // sees almost every byte of a body.
+            let rest = &self.input[self.pos..];
+            let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+            if let Some(control) = first_control(&rest[..run]) {
+                self.pos += control;
+                return Err(self.error("control character in string"));
+            }
+            self.pos += run;
             match self.peek() {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
@@ -163,23 +183,17 @@ impl Parser<'_> {
                     }
                     return Ok(range);
                 }
-                Some(b'\\') => {
-                    match self.input.get(self.pos + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
-                            self.pos += 2
+                _ => match self.input.get(self.pos + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 2,
+                    Some(b'u') => {
+                        let hex = self.input.get(self.pos + 2..self.pos + 6);
+                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            return Err(self.error("invalid \\u escape"));
                         }
-                        Some(b'u') => {
-                            let hex = self.input.get(self.pos + 2..self.pos + 6);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                return Err(self.error("invalid \\u escape"));
-                            }
-                            self.pos += 6;
-                        }
-                        _ => return Err(self.error("invalid escape")),
-                    };
-                }
-                Some(0..=0x1f) => return Err(self.error("control character in string")),
-                Some(_) => self.pos += 1,
+                        self.pos += 6;
+                    }
+                    _ => return Err(self.error("invalid escape")),
+                },
             }
         }
     }
@@ -250,11 +264,25 @@ impl Parser<'_> {
 pub enum Origin {
     /// Byte `i` of the text is byte `base + i` of the source (no escapes, nothing folded).
     Shifted(usize),
+    /// Breakpoints, in text order: from a breakpoint on, text bytes are consecutive source
+    /// bytes until the next breakpoint. Only an escape, a folded or dropped character or a
+    /// lossy replacement starts one, so a file sent as a JSON string with an escaped newline
+    /// per line costs a few bytes per line rather than four per byte. A byte inside a
+    /// multi-byte character maps to where that character starts; the text's end to the
+    /// source's end.
+    Pieces(Vec<Breakpoint>),
     /// Byte `i` of the text started at source byte `table[i]`; `table[len]` is the end.
     Table(Vec<u32>),
     /// Derived in a way that cannot be mapped back (e.g. base64-decoded): every span maps to
     /// the whole source range, and it cannot be rewritten in place.
     Opaque(Range<usize>),
+}
+
+/// Text byte `text` came from source byte `source`; see [`Origin::Pieces`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breakpoint {
+    text: u32,
+    source: u32,
 }
 
 /// Decoded text ready to scan, with a map from its bytes back to the source bytes.
@@ -286,23 +314,58 @@ fn needs_normalising(c: char) -> bool {
     is_invisible(c) || fold(c).is_some()
 }
 
-/// Builds a [`Text::Table`] char by char.
-struct TableBuilder {
+/// The UTF-8 lead bytes of every character [`needs_normalising`] accepts (U+00AD, U+2000
+/// block, U+3000, U+FExx/U+FFxx): any other byte starts a character that is kept as it is.
+fn may_need_normalising(lead: u8) -> bool {
+    matches!(lead, 0xC2 | 0xE2 | 0xE3 | 0xEF)
+}
+
+/// Builds a text and its [`Origin::Pieces`] map, adding a breakpoint only where the source
+/// stops running in step with the text.
+struct PieceBuilder {
     text: String,
-    table: Vec<u32>,
+    pieces: Vec<Breakpoint>,
     normalise: bool,
 }
 
-impl TableBuilder {
-    fn with_capacity(n: usize, normalise: bool) -> Self {
+impl PieceBuilder {
+    fn new(capacity: usize, source_start: usize, normalise: bool) -> Self {
         Self {
-            text: String::with_capacity(n),
-            table: Vec::with_capacity(n + 1),
+            text: String::with_capacity(capacity),
+            pieces: vec![Breakpoint {
+                text: 0,
+                source: source_start as u32,
+            }],
             normalise,
         }
     }
 
-    fn push(&mut self, c: char, source_start: usize) {
+    /// The next text byte comes from source byte `source`.
+    fn at(&mut self, source: usize) {
+        let here = self.text.len();
+        let in_step = self
+            .pieces
+            .last()
+            .is_some_and(|p| p.source as usize + (here - p.text as usize) == source);
+        if !in_step {
+            self.pieces.push(Breakpoint {
+                text: here as u32,
+                source: source as u32,
+            });
+        }
+    }
+
+    /// Text copied as it is from `source` on.
+    fn push_verbatim(&mut self, run: &str, source: usize) {
+        if !run.is_empty() {
+            self.at(source);
+            self.text.push_str(run);
+        }
+    }
+
+    /// One character that stands for the source bytes starting at `source` (an escape, a
+    /// replacement), normalised when asked.
+    fn push_char(&mut self, c: char, source: usize) {
         let c = if self.normalise {
             if is_invisible(c) {
                 return;
@@ -311,25 +374,44 @@ impl TableBuilder {
         } else {
             c
         };
-        let start = source_start as u32;
-        for _ in 0..c.len_utf8() {
-            self.table.push(start);
-        }
+        self.at(source);
         self.text.push(c);
     }
 
-    /// A run of ASCII starting at `source_start`, byte for byte.
-    fn push_ascii(&mut self, run: &str, source_start: usize) {
-        let start = source_start as u32;
-        self.table.extend(start..start + run.len() as u32);
-        self.text.push_str(run);
+    /// Text taken from `source` on, normalised character by character where it must be.
+    fn push_text(&mut self, run: &str, source: usize) {
+        if !self.normalise || run.is_ascii() {
+            self.push_verbatim(run, source);
+            return;
+        }
+        let bytes = run.as_bytes();
+        let mut kept = 0;
+        let mut i = 0;
+        while let Some(k) = bytes[i..].iter().position(|&b| may_need_normalising(b)) {
+            i += k;
+            let c = run[i..]
+                .chars()
+                .next()
+                .unwrap_or(char::REPLACEMENT_CHARACTER);
+            if needs_normalising(c) {
+                self.push_verbatim(&run[kept..i], source + kept);
+                self.push_char(c, source + i);
+                kept = i + c.len_utf8();
+            }
+            i += c.len_utf8();
+        }
+        self.push_verbatim(&run[kept..], source + kept);
     }
 
     fn finish(mut self, source_end: usize) -> Text {
-        self.table.push(source_end as u32);
+        self.at(source_end);
+        let origin = match self.pieces.as_slice() {
+            [only] => Origin::Shifted(only.source as usize),
+            _ => Origin::Pieces(self.pieces),
+        };
         Text {
             text: self.text,
-            origin: Origin::Table(self.table),
+            origin,
         }
     }
 }
@@ -340,29 +422,25 @@ impl Text {
     pub fn from_plain(source: &[u8], range: Range<usize>, normalise: bool) -> Text {
         let raw = &source[range.clone()];
         match std::str::from_utf8(raw) {
-            Ok(s) if !normalise || raw.is_ascii() || !s.chars().any(needs_normalising) => Text {
+            Ok(s) if !normalise || raw.is_ascii() => Text {
                 text: s.to_owned(),
                 origin: Origin::Shifted(range.start),
             },
             Ok(s) => {
-                let mut builder = TableBuilder::with_capacity(s.len(), normalise);
-                for (i, c) in s.char_indices() {
-                    builder.push(c, range.start + i);
-                }
+                let mut builder = PieceBuilder::new(s.len(), range.start, normalise);
+                builder.push_text(s, range.start);
                 builder.finish(range.end)
             }
             Err(_) => {
                 // Not UTF-8 (binary, or a legacy charset we were not told about): scan the
                 // lossy decoding, each replacement char mapped to the bytes it replaced.
-                let mut builder = TableBuilder::with_capacity(raw.len(), normalise);
+                let mut builder = PieceBuilder::new(raw.len(), range.start, normalise);
                 let mut offset = 0;
                 for chunk in raw.utf8_chunks() {
-                    for (i, c) in chunk.valid().char_indices() {
-                        builder.push(c, range.start + offset + i);
-                    }
+                    builder.push_text(chunk.valid(), range.start + offset);
                     offset += chunk.valid().len();
                     if !chunk.invalid().is_empty() {
-                        builder.push(char::REPLACEMENT_CHARACTER, range.start + offset);
+                        builder.push_char(char::REPLACEMENT_CHARACTER, range.start + offset);
                         offset += chunk.invalid().len();
                     }
                 }
@@ -378,7 +456,7 @@ impl Text {
         normalise: bool,
     ) -> Result<Text, JsonError> {
         let raw = &source[range.clone()];
-        if !raw.contains(&b'\\') {
+        if memchr::memchr(b'\\', raw).is_none() {
             return Ok(Text::from_plain(source, range, normalise));
         }
         let bad = |offset, reason| JsonError { offset, reason };
@@ -389,27 +467,18 @@ impl Text {
             let text = std::str::from_utf8(digits).ok()?;
             u32::from_str_radix(text, 16).ok()
         };
-        let mut builder = TableBuilder::with_capacity(raw.len(), normalise);
+        let mut builder = PieceBuilder::new(raw.len(), range.start, normalise);
         let mut i = 0;
         while i < bytes.len() {
-            // Runs of plain ASCII (most of any body) are copied with their offsets in bulk;
-            // normalisation never touches ASCII.
-            let run = bytes[i..]
-                .iter()
-                .position(|&b| b == b'\\' || b >= 0x80)
-                .unwrap_or(bytes.len() - i);
+            // Text between escapes (most of any body) is copied in bulk, and maps back by
+            // addition from the breakpoint its run starts at.
+            let run = memchr::memchr(b'\\', &bytes[i..]).unwrap_or(bytes.len() - i);
             if run > 0 {
-                builder.push_ascii(&s[i..i + run], range.start + i);
+                builder.push_text(&s[i..i + run], range.start + i);
                 i += run;
                 continue;
             }
             let at = range.start + i;
-            if bytes[i] != b'\\' {
-                let c = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
-                builder.push(c, at);
-                i += c.len_utf8();
-                continue;
-            }
             let Some(&escape) = bytes.get(i + 1) else {
                 return Err(bad(at, "dangling escape"));
             };
@@ -446,7 +515,7 @@ impl Text {
                 }
                 _ => return Err(bad(at, "invalid escape")),
             };
-            builder.push(decoded, at);
+            builder.push_char(decoded, at);
             i += 2;
         }
         Ok(builder.finish(range.end))
@@ -468,6 +537,11 @@ impl Text {
         let start = span.start.min(end);
         match &self.origin {
             Origin::Shifted(base) => (base + start..base + end, true),
+            Origin::Pieces(pieces) => {
+                let s = self.through_pieces(pieces, start);
+                let e = self.through_pieces(pieces, end);
+                (s..e.max(s), true)
+            }
             Origin::Table(table) => {
                 let s = table.get(start).copied().unwrap_or(0) as usize;
                 let e = table.get(end).copied().unwrap_or(0) as usize;
@@ -477,11 +551,36 @@ impl Text {
         }
     }
 
+    /// Where the character holding text byte `at` starts in the source.
+    fn through_pieces(&self, pieces: &[Breakpoint], at: usize) -> usize {
+        // The start of the character holding `at` (the crate's MSRV predates
+        // `floor_char_boundary`); a character is at most four bytes.
+        let at = (at.saturating_sub(3)..=at)
+            .rev()
+            .find(|&i| self.text.is_char_boundary(i))
+            .unwrap_or(0);
+        let index = pieces
+            .partition_point(|p| p.text as usize <= at)
+            .saturating_sub(1);
+        pieces
+            .get(index)
+            .map_or(0, |p| p.source as usize + (at - p.text as usize))
+    }
+
     /// The same text with its source offsets moved by `base` (its source was a slice that
     /// starts at `base` of the real source).
     pub fn rebase(self, base: usize) -> Text {
         let origin = match self.origin {
             Origin::Shifted(b) => Origin::Shifted(b + base),
+            Origin::Pieces(pieces) => Origin::Pieces(
+                pieces
+                    .into_iter()
+                    .map(|p| Breakpoint {
+                        text: p.text,
+                        source: p.source + base as u32,
+                    })
+                    .collect(),
+            ),
             Origin::Table(table) => {
                 Origin::Table(table.into_iter().map(|i| i + base as u32).collect())
             }
@@ -502,15 +601,13 @@ impl Text {
             (Origin::Shifted(base), Origin::Shifted(outer_base)) => {
                 Origin::Shifted(base + outer_base)
             }
-            (Origin::Shifted(base), Origin::Table(_)) => Origin::Table(
+            // Tool-call arguments are small: one entry per byte keeps the composition simple.
+            _ => Origin::Table(
                 (0..=self.text.len())
-                    .map(|i| outer.source_range(base + i..base + i).0.start as u32)
-                    .collect(),
-            ),
-            (Origin::Table(table), _) => Origin::Table(
-                table
-                    .iter()
-                    .map(|&i| outer.source_range(i as usize..i as usize).0.start as u32)
+                    .map(|i| {
+                        let inner = self.source_range(i..i).0.start;
+                        outer.source_range(inner..inner).0.start as u32
+                    })
                     .collect(),
             ),
         };
@@ -619,6 +716,60 @@ mod tests {
         assert!(exact);
         assert_eq!(&body[raw], br"hunter\\u00322");
     }
+
+    proptest::proptest! {
+        /// Whatever mix of escapes, raw and escaped non-ASCII, invisible and full-width
+        /// characters a string holds, each decoded character maps back to source bytes that
+        /// decode to exactly that character, and the characters' sources tile the string.
+        #[test]
+        fn every_character_maps_back_to_the_bytes_that_spelled_it(
+            fragments in proptest::collection::vec(0usize..FRAGMENTS.len(), 0..40),
+            normalise: bool,
+        ) {
+            let inner: String = fragments.iter().map(|&i| FRAGMENTS[i]).collect();
+            let body = format!("{{\"k\":\"{inner}\"}}");
+            let range = 6..6 + inner.len();
+            let text = Text::from_json_string(body.as_bytes(), range.clone(), normalise).unwrap();
+            let chars: Vec<(usize, char)> = text.text.char_indices().collect();
+            let mut previous_end = None;
+            for (n, &(at, c)) in chars.iter().enumerate() {
+                let end = chars.get(n + 1).map_or(text.text.len(), |&(next, _)| next);
+                let (raw, exact) = text.source_range(at..end);
+                proptest::prop_assert!(exact);
+                let again = Text::from_json_string(body.as_bytes(), raw.clone(), normalise).unwrap();
+                proptest::prop_assert_eq!(again.text, c.to_string(), "{:?}", &body[raw.clone()]);
+                if let Some(previous) = previous_end {
+                    proptest::prop_assert_eq!(previous, raw.start);
+                }
+                previous_end = Some(raw.end);
+            }
+            if chars.is_empty() {
+                proptest::prop_assert!(text.text.is_empty());
+            } else {
+                proptest::prop_assert_eq!(previous_end, Some(range.end));
+            }
+        }
+    }
+
+    /// Pieces of a JSON string's raw content, for the property above.
+    const FRAGMENTS: &[&str] = &[
+        "abc",
+        "x",
+        r"\n",
+        r"\\",
+        r#"\""#,
+        r"\u0041",
+        r"\u00e9",
+        "é",
+        "\u{200B}",
+        r"\u200b",
+        "Ａ",
+        r"\uff21",
+        r"\ud83d\ude00",
+        "😀",
+        "中文",
+        r"\t",
+    ];
 
     #[test]
     fn escaping_round_trips() {
