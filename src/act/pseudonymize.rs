@@ -453,7 +453,7 @@ fn collect_leaves(node: &Node, path: String, out: &mut Vec<(String, Range<usize>
         Node::Object(members) => {
             for (key, value) in members {
                 let child = if path.is_empty() {
-                    key.clone()
+                    key.to_string()
                 } else {
                     format!("{path}.{key}")
                 };

@@ -24,6 +24,55 @@ fn first_control(run: &[u8]) -> Option<usize> {
     }
 }
 
+/// An object key, decoded. The keys every API repeats in every block (`type`, `text`,
+/// `content`, ...) are shared constants rather than one allocation each: a long conversation
+/// has thousands of them.
+pub type Key = std::borrow::Cow<'static, str>;
+
+/// The shared constant for a common key spelled without escapes, if it is one.
+fn common_key(raw: &[u8]) -> Option<&'static str> {
+    const COMMON: &[&str] = &[
+        "type",
+        "text",
+        "role",
+        "content",
+        "id",
+        "name",
+        "input",
+        "tool_use_id",
+        "source",
+        "data",
+        "media_type",
+        "cache_control",
+        "is_error",
+        "parts",
+        "arguments",
+        "function",
+        "tool_calls",
+        "tool_call_id",
+        "thinking",
+        "signature",
+        "file_path",
+        "command",
+        "description",
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "properties",
+        "required",
+        "input_schema",
+        "parameters",
+        "call_id",
+        "output",
+        "status",
+        "delta",
+        "index",
+        "usage",
+    ];
+    COMMON.iter().copied().find(|k| k.as_bytes() == raw)
+}
+
 /// A parsed JSON value; strings stay as raw byte ranges (inside the quotes) of the input.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
@@ -33,7 +82,7 @@ pub enum Node {
     Null,
     Array(Vec<Node>),
     /// Members in body order; keys decoded.
-    Object(Vec<(String, Node)>),
+    Object(Vec<(Key, Node)>),
 }
 
 impl Node {
@@ -52,7 +101,7 @@ impl Node {
         }
     }
 
-    pub fn members(&self) -> Option<&[(String, Node)]> {
+    pub fn members(&self) -> Option<&[(Key, Node)]> {
         match self {
             Node::Object(members) => Some(members),
             _ => None,
@@ -235,9 +284,14 @@ impl Parser<'_> {
                 return Err(self.error("expected a string key"));
             }
             let key_range = self.string()?;
-            let key = Text::from_json_string(self.input, key_range, false)
-                .map(|t| t.text)
-                .map_err(|_| self.error("invalid key"))?;
+            let key = match common_key(&self.input[key_range.clone()]) {
+                Some(common) => Key::Borrowed(common),
+                None => Key::Owned(
+                    Text::from_json_string(self.input, key_range, false)
+                        .map(|t| t.text)
+                        .map_err(|_| self.error("invalid key"))?,
+                ),
+            };
             self.skip_ws();
             if self.peek() != Some(b':') {
                 return Err(self.error("expected `:`"));
@@ -332,10 +386,15 @@ impl PieceBuilder {
     fn new(capacity: usize, source_start: usize, normalise: bool) -> Self {
         Self {
             text: String::with_capacity(capacity),
-            pieces: vec![Breakpoint {
-                text: 0,
-                source: source_start as u32,
-            }],
+            // About one breakpoint per escaped newline of source code, so growing is rare.
+            pieces: {
+                let mut pieces = Vec::with_capacity(capacity / 16 + 2);
+                pieces.push(Breakpoint {
+                    text: 0,
+                    source: source_start as u32,
+                });
+                pieces
+            },
             normalise,
         }
     }

@@ -88,7 +88,9 @@ impl PolicyGate {
             refuse_others: false,
             fingerprint_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
             pseudonymizer: Pseudonymizer::with_key(&[key, b"surrogates"].concat()),
-            scan_cache: super::scan_cache::ScanCache::new(4096),
+            // Every group is cached, short ones included: an agent's conversation holds a few
+            // hundred, so this keeps dozens of conversations (about 1 MB: no text is kept).
+            scan_cache: super::scan_cache::ScanCache::new(16_384),
         }
     }
 

@@ -15,9 +15,6 @@ use crate::inspect::content::Document;
 
 use super::Detect;
 
-/// Groups shorter than this are scanned directly: hashing and locking would cost about as much.
-const MIN_CACHED_LEN: usize = 256;
-
 pub struct ScanCache {
     /// Keyed per process, so nobody can craft two texts with the same key.
     hasher: RandomState,
@@ -41,32 +38,59 @@ impl ScanCache {
     }
 
     /// Every finding in `document`, spans into `document.text`, ordered by start.
+    ///
+    /// Every group is looked up, however short: a scanner call on a one-line text block
+    /// costs more than hashing it, and an agent's history is mostly such blocks (tool calls,
+    /// "let me read that file"). The lock is taken once to look up and once to store.
     pub fn scan(&self, scanner: &dyn Detect, digest: &str, document: &Document) -> Vec<Finding> {
-        let mut all = Vec::new();
-        for group in &document.groups {
-            let text = &document.text.as_bytes()[group.clone()];
-            let found: Arc<[Finding]> = if text.len() < MIN_CACHED_LEN || self.capacity == 0 {
-                scanner.scan(text).into()
-            } else {
-                let key = self.hasher.hash_one((digest, text));
-                let cached = self.lock().findings.get(&key).cloned();
-                match cached {
-                    Some(found) => found,
-                    None => {
+        let texts: Vec<&[u8]> = document
+            .groups
+            .iter()
+            .map(|group| &document.text.as_bytes()[group.clone()])
+            .collect();
+        let found: Vec<Arc<[Finding]>> = if self.capacity == 0 {
+            texts.iter().map(|text| scanner.scan(text).into()).collect()
+        } else {
+            let keys: Vec<u64> = texts
+                .iter()
+                .map(|text| self.hasher.hash_one((digest, text)))
+                .collect();
+            let cached: Vec<Option<Arc<[Finding]>>> = {
+                let entries = self.lock();
+                keys.iter()
+                    .map(|key| entries.findings.get(key).cloned())
+                    .collect()
+            };
+            let mut fresh = Vec::new();
+            let found = cached
+                .into_iter()
+                .zip(&texts)
+                .zip(&keys)
+                .map(|((cached, text), &key)| {
+                    cached.unwrap_or_else(|| {
                         let found: Arc<[Finding]> = scanner.scan(text).into();
-                        let mut entries = self.lock();
-                        if entries.findings.insert(key, found.clone()).is_none() {
-                            entries.order.push_back(key);
-                        }
-                        while entries.order.len() > self.capacity {
-                            if let Some(old) = entries.order.pop_front() {
-                                entries.findings.remove(&old);
-                            }
-                        }
+                        fresh.push((key, found.clone()));
                         found
+                    })
+                })
+                .collect();
+            if !fresh.is_empty() {
+                let mut entries = self.lock();
+                for (key, found) in fresh {
+                    if entries.findings.insert(key, found).is_none() {
+                        entries.order.push_back(key);
                     }
                 }
-            };
+                while entries.order.len() > self.capacity {
+                    if let Some(old) = entries.order.pop_front() {
+                        entries.findings.remove(&old);
+                    }
+                }
+            }
+            found
+        };
+        let mut all = Vec::new();
+        for (group, found) in document.groups.iter().zip(found) {
             all.extend(found.iter().map(|f| Finding {
                 span: f.span.start + group.start..f.span.end + group.start,
                 ..f.clone()

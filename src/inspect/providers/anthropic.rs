@@ -5,7 +5,7 @@
 //! tool_result.content, documents including base64 text and PDF, thinking). Tool definitions
 //! are the agent's, not the user's, and are not scanned.
 
-use super::super::content::{join, Collector};
+use super::super::content::{index, join, Collector};
 use super::super::json::Node;
 use super::string_or_blocks;
 
@@ -18,7 +18,7 @@ pub fn read(c: &mut Collector, root: &Node) {
             string_or_blocks(
                 c,
                 message.get("content"),
-                &format!("messages[{i}].content"),
+                &join(&index("messages", i), "content"),
                 block,
             );
         }

@@ -10,7 +10,7 @@ pub mod openai;
 
 use http::{header, request};
 
-use super::content::{Collector, Content, Place, Segment};
+use super::content::{index, Collector, Content, Place, Segment};
 use super::json::{self, JsonError, Node, Text};
 use super::Provider;
 
@@ -211,7 +211,7 @@ pub(crate) fn string_or_blocks(
     }
     if let Some(items) = node.and_then(Node::as_array) {
         for (i, item) in items.iter().enumerate() {
-            block(c, item, &format!("{path}[{i}]"));
+            block(c, item, &index(path, i));
         }
     }
 }
