@@ -9,7 +9,9 @@ use std::ops::Range;
 
 use base64::Engine;
 
+use super::decode::Limits;
 use super::json::{Node, Text};
+use super::pdf::PdfError;
 
 /// Where a segment's text came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,18 @@ pub struct Collector<'a> {
     pub body: &'a [u8],
     pub content: Content,
     group: u32,
+    /// Bounds on what reading may decompress (a PDF's streams): the body's own limits.
+    limits: Limits,
+    /// The first part that could not be read, which makes the whole request unreadable.
+    failure: Option<UnreadablePart>,
+}
+
+/// A part of a request that could not be inspected, and why: the request must not leave.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the PDF document at {location} could not be inspected: {reason}")]
+pub struct UnreadablePart {
+    pub location: String,
+    pub reason: PdfError,
 }
 
 /// Keys that never carry user content in any API: identifiers, enums, signatures, hashes.
@@ -76,10 +90,25 @@ const STRUCTURAL_KEYS: &[&str] = &[
 
 impl<'a> Collector<'a> {
     pub fn new(body: &'a [u8]) -> Self {
+        Self::with_limits(body, Limits::default())
+    }
+
+    /// A collector that decompresses embedded documents only within `limits`.
+    pub fn with_limits(body: &'a [u8], limits: Limits) -> Self {
         Self {
             body,
             content: Content::default(),
             group: 0,
+            limits,
+            failure: None,
+        }
+    }
+
+    /// What was collected, or the first part that could not be read.
+    pub fn finish(self) -> Result<Content, UnreadablePart> {
+        match self.failure {
+            Some(failure) => Err(failure),
+            None => Ok(self.content),
         }
     }
 
@@ -149,7 +178,7 @@ impl<'a> Collector<'a> {
         let inner_body = outer.text.as_bytes();
         match super::json::parse(inner_body) {
             Ok(inner) => {
-                let mut inner_collector = Collector::new(inner_body);
+                let mut inner_collector = Collector::with_limits(inner_body, self.limits);
                 inner_collector.group = self.group;
                 inner_collector.strings(Some(&inner), path);
                 self.group = inner_collector.group + 1;
@@ -165,9 +194,9 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// Base64 data of a document: decoded and scanned when its type is text (or a PDF, whose
-    /// uncompressed text streams are readable as-is). A finding in it cannot be redacted in
-    /// place, so the policy blocks instead.
+    /// Base64 data of a document: decoded and scanned when its type is text; a PDF is also
+    /// scanned for the text its (possibly compressed) content streams show. A finding in it
+    /// cannot be redacted in place, so the policy blocks instead.
     pub fn base64(&mut self, node: Option<&Node>, path: &str, media_type: &str) {
         let Some(Node::Str(range)) = node else { return };
         let mut raw = self.body[range.clone()].trim_ascii();
@@ -203,6 +232,22 @@ impl<'a> Collector<'a> {
         self.group();
         self.push(path.to_owned(), Text::opaque(decoded, range.clone()));
         self.group();
+        if media_type == "application/pdf" || bytes.starts_with(b"%PDF-") {
+            // What the pages say sits in compressed streams the raw bytes do not show.
+            match super::pdf::text(&bytes, &self.limits) {
+                Ok(text) => {
+                    let text = Text::from_plain(text.as_bytes(), 0..text.len(), true).text;
+                    self.push(path.to_owned(), Text::opaque(text, range.clone()));
+                    self.group();
+                }
+                Err(reason) => {
+                    self.failure.get_or_insert(UnreadablePart {
+                        location: path.to_owned(),
+                        reason,
+                    });
+                }
+            }
+        }
     }
 
     /// Records an image (or other media) block at `path`.

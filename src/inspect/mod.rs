@@ -7,6 +7,7 @@
 pub mod content;
 pub mod decode;
 pub mod json;
+pub mod pdf;
 pub mod providers;
 
 /// The API family a destination speaks; decides how a body is read and how errors are shaped.

@@ -212,7 +212,7 @@ impl PolicyGate {
         let inspected = decode::decode(&parts.headers, &body, &limits)
             .map_err(Failure::Decode)
             .and_then(|decoded| {
-                providers::read(provider, &parts, &decoded.bytes)
+                providers::read_within(provider, &parts, &decoded.bytes, &limits)
                     .map(|content| (decoded, content))
                     .map_err(|e| Failure::Read(e.to_string()))
             })

@@ -10,7 +10,8 @@ pub mod openai;
 
 use http::{header, request};
 
-use super::content::{index, Collector, Content, Place, Segment};
+use super::content::{index, Collector, Content, Place, Segment, UnreadablePart};
+use super::decode::Limits;
 use super::json::{self, JsonError, Node, Text};
 use super::Provider;
 
@@ -19,16 +20,28 @@ use super::Provider;
 pub enum ReadError {
     #[error("the request body is not valid JSON ({0})")]
     InvalidJson(#[from] JsonError),
+    #[error("{0}")]
+    UnreadablePart(#[from] UnreadablePart),
 }
 
 /// Reads a decoded request body the way `provider`'s API means it, plus the query string and
 /// the headers that may carry content.
 pub fn read(provider: Provider, parts: &request::Parts, body: &[u8]) -> Result<Content, ReadError> {
+    read_within(provider, parts, body, &Limits::default())
+}
+
+/// [`read`], decompressing what the body embeds (a PDF's streams) only within `limits`.
+pub fn read_within(
+    provider: Provider,
+    parts: &request::Parts,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<Content, ReadError> {
     let mut content = if body.trim_ascii().is_empty() {
         Content::default()
     } else if is_json(parts, body) {
         let node = json::parse(body)?;
-        let mut collector = Collector::new(body);
+        let mut collector = Collector::with_limits(body, *limits);
         let path = parts.uri.path();
         match provider {
             Provider::Anthropic => anthropic::read(&mut collector, &node),
@@ -40,7 +53,7 @@ pub fn read(provider: Provider, parts: &request::Parts, body: &[u8]) -> Result<C
         if collector.content.model.is_none() {
             collector.content.model = node.get("model").and_then(|m| m.as_str(body));
         }
-        collector.content
+        collector.finish()?
     } else {
         generic::read_text(parts, body)
     };
