@@ -53,6 +53,9 @@ pub struct Content {
 /// Collects segments while a provider reader walks the JSON tree.
 pub struct Collector<'a> {
     pub body: &'a [u8],
+    /// The body as text, when it is UTF-8 (always, once it parsed as JSON): strings are then
+    /// decoded without being validated again.
+    text: Option<&'a str>,
     pub content: Content,
     group: u32,
     /// Bounds on what reading may decompress (a PDF's streams): the body's own limits.
@@ -96,7 +99,23 @@ impl<'a> Collector<'a> {
     /// A collector that decompresses embedded documents only within `limits`.
     pub fn with_limits(body: &'a [u8], limits: Limits) -> Self {
         Self {
+            text: std::str::from_utf8(body).ok(),
+            ..Self::with_limits_unchecked(body, limits)
+        }
+    }
+
+    /// A collector for a body already validated as UTF-8 (by [`super::json::utf8`]).
+    pub fn for_text(body: &'a str, limits: Limits) -> Self {
+        Self {
+            text: Some(body),
+            ..Self::with_limits_unchecked(body.as_bytes(), limits)
+        }
+    }
+
+    fn with_limits_unchecked(body: &'a [u8], limits: Limits) -> Self {
+        Self {
             body,
+            text: None,
             content: Content::default(),
             group: 0,
             limits,
@@ -131,7 +150,11 @@ impl<'a> Collector<'a> {
     /// Adds `node` if it is a string (in the current group). Returns whether it was.
     pub fn string(&mut self, node: Option<&Node>, path: &str) -> bool {
         if let Some(Node::Str(range)) = node {
-            if let Ok(text) = Text::from_json_string(self.body, range.clone(), true) {
+            let text = match self.text {
+                Some(body) => Text::from_json_str(body, range.clone(), true),
+                None => Text::from_json_string(self.body, range.clone(), true),
+            };
+            if let Ok(text) = text {
                 self.push(path.to_owned(), text);
             }
             true
@@ -178,7 +201,7 @@ impl<'a> Collector<'a> {
         let inner_body = outer.text.as_bytes();
         match super::json::parse(inner_body) {
             Ok(inner) => {
-                let mut inner_collector = Collector::with_limits(inner_body, self.limits);
+                let mut inner_collector = Collector::for_text(&outer.text, self.limits);
                 inner_collector.group = self.group;
                 inner_collector.strings(Some(&inner), path);
                 self.group = inner_collector.group + 1;

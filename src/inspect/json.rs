@@ -129,6 +129,21 @@ pub struct JsonError {
 
 /// Parses a whole JSON document (leading/trailing whitespace allowed).
 pub fn parse(input: &[u8]) -> Result<Node, JsonError> {
+    parse_str(utf8(input)?)
+}
+
+/// `input` as UTF-8, which JSON must be.
+pub fn utf8(input: &[u8]) -> Result<&str, JsonError> {
+    std::str::from_utf8(input).map_err(|e| JsonError {
+        offset: e.valid_up_to(),
+        reason: "not valid UTF-8",
+    })
+}
+
+/// Parses a whole JSON document already known to be UTF-8: validated once for the whole body
+/// rather than string by string, which saves a pass over every byte of content.
+pub fn parse_str(input: &str) -> Result<Node, JsonError> {
+    let input = input.as_bytes();
     let mut parser = Parser { input, pos: 0 };
     parser.skip_ws();
     let node = parser.value(0)?;
@@ -204,7 +219,8 @@ impl Parser<'_> {
         Ok(Node::Number)
     }
 
-    /// Returns the raw range inside the quotes; checks escapes and UTF-8 on the way.
+    /// Returns the raw range inside the quotes; checks escapes on the way (UTF-8 was checked
+    /// for the whole input).
     fn string(&mut self) -> Result<Range<usize>, JsonError> {
         self.pos += 1; // opening quote
         let start = self.pos;
@@ -224,12 +240,6 @@ impl Parser<'_> {
                 Some(b'"') => {
                     let range = start..self.pos;
                     self.pos += 1;
-                    if std::str::from_utf8(&self.input[range.clone()]).is_err() {
-                        return Err(JsonError {
-                            offset: start,
-                            reason: "string is not valid UTF-8",
-                        });
-                    }
                     return Ok(range);
                 }
                 _ => match self.input.get(self.pos + 1) {
@@ -518,8 +528,31 @@ impl Text {
         if memchr::memchr(b'\\', raw).is_none() {
             return Ok(Text::from_plain(source, range, normalise));
         }
+        let s = std::str::from_utf8(raw).map_err(|_| JsonError {
+            offset: range.start,
+            reason: "not UTF-8",
+        })?;
+        Text::decode_json(s, range.start, normalise)
+    }
+
+    /// [`Text::from_json_string`] for a source already known to be UTF-8 (a parsed body):
+    /// nothing is validated again, and the text is copied in one pass.
+    pub fn from_json_str(
+        source: &str,
+        range: Range<usize>,
+        normalise: bool,
+    ) -> Result<Text, JsonError> {
+        match source.get(range.clone()) {
+            Some(raw) => Text::decode_json(raw, range.start, normalise),
+            None => Text::from_json_string(source.as_bytes(), range, normalise),
+        }
+    }
+
+    /// Decodes the raw content `s` of a JSON string that starts at `base` of its source.
+    fn decode_json(s: &str, base: usize, normalise: bool) -> Result<Text, JsonError> {
+        let range = base..base + s.len();
         let bad = |offset, reason| JsonError { offset, reason };
-        let s = std::str::from_utf8(raw).map_err(|_| bad(range.start, "not UTF-8"))?;
+        let raw = s.as_bytes();
         let bytes = s.as_bytes();
         let hex4 = |at: usize| -> Option<u32> {
             let digits = bytes.get(at..at + 4)?;
@@ -789,6 +822,8 @@ mod tests {
             let body = format!("{{\"k\":\"{inner}\"}}");
             let range = 6..6 + inner.len();
             let text = Text::from_json_string(body.as_bytes(), range.clone(), normalise).unwrap();
+            let from_str = Text::from_json_str(&body, range.clone(), normalise).unwrap();
+            proptest::prop_assert_eq!(&from_str, &text);
             let chars: Vec<(usize, char)> = text.text.char_indices().collect();
             let mut previous_end = None;
             for (n, &(at, c)) in chars.iter().enumerate() {

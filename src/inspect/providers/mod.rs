@@ -40,8 +40,9 @@ pub fn read_within(
     let mut content = if body.trim_ascii().is_empty() {
         Content::default()
     } else if is_json(parts, body) {
-        let node = json::parse(body)?;
-        let mut collector = Collector::with_limits(body, *limits);
+        let text = json::utf8(body)?;
+        let node = json::parse_str(text)?;
+        let mut collector = Collector::for_text(text, *limits);
         let path = parts.uri.path();
         match provider {
             Provider::Anthropic => anthropic::read(&mut collector, &node),
