@@ -172,6 +172,55 @@ mod tests {
     }
 
     #[test]
+    fn an_agents_next_turn_scans_only_the_messages_it_adds() {
+        use crate::inspect::{providers, Provider};
+        let (parts, ()) = http::Request::builder()
+            .uri("/v1/messages")
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let file = "fn main() {\n    println!(\"KEY\");\n}\n".repeat(20);
+        let mut messages = vec![
+            serde_json::json!({"role": "user", "content": "Read src/main.rs"}),
+            serde_json::json!({"role": "assistant", "content": [
+                {"type": "text", "text": "Reading it."},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "src/main.rs"}}]}),
+            serde_json::json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": file}]}),
+        ];
+        let body = |messages: &[serde_json::Value]| {
+            serde_json::json!({"model": "claude-sonnet-4-5", "system": "You are a coding agent.", "messages": messages})
+                .to_string()
+        };
+        let document = |body: &str| {
+            let content = providers::read(Provider::Anthropic, &parts, body.as_bytes()).unwrap();
+            Document::build(&content.segments)
+        };
+        let cache = ScanCache::new(64);
+        let scanner = Counting::default();
+        let first = document(&body(&messages));
+        assert_eq!(cache.scan(&scanner, "d", &first).len(), 20);
+        assert_eq!(
+            scanner.0.load(Ordering::SeqCst),
+            first.text.len() - 2 * (first.groups.len() - 1)
+        );
+
+        messages.push(serde_json::json!({"role": "assistant", "content": "It prints KEY."}));
+        messages.push(serde_json::json!({"role": "user", "content": "Make it print KEY twice."}));
+        let second = document(&body(&messages));
+        let before = scanner.0.load(Ordering::SeqCst);
+        let found = cache.scan(&scanner, "d", &second);
+        assert_eq!(
+            found.len(),
+            22,
+            "the history's findings come from the cache"
+        );
+        let new_text = "It prints KEY.".len() + "Make it print KEY twice.".len();
+        assert_eq!(scanner.0.load(Ordering::SeqCst) - before, new_text);
+    }
+
+    #[test]
     fn the_cache_stays_bounded() {
         let cache = ScanCache::new(2);
         let scanner = Counting::default();
