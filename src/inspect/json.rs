@@ -432,6 +432,10 @@ fn may_need_normalising(lead: u8) -> bool {
 /// stops running in step with the text.
 struct PieceBuilder {
     text: String,
+    /// Where the text starts in the source; the first breakpoint.
+    first: Breakpoint,
+    /// Every breakpoint, the first included, once there is a second: most strings have no
+    /// escape and are mapped by `first` alone, without allocating.
     pieces: Vec<Breakpoint>,
     normalise: bool,
 }
@@ -440,15 +444,11 @@ impl PieceBuilder {
     fn new(capacity: usize, source_start: usize, normalise: bool) -> Self {
         Self {
             text: String::with_capacity(capacity),
-            // About one breakpoint per escaped newline of source code, so growing is rare.
-            pieces: {
-                let mut pieces = Vec::with_capacity(capacity / 16 + 2);
-                pieces.push(Breakpoint {
-                    text: 0,
-                    source: source_start as u32,
-                });
-                pieces
+            first: Breakpoint {
+                text: 0,
+                source: source_start as u32,
             },
+            pieces: Vec::new(),
             normalise,
         }
     }
@@ -456,16 +456,19 @@ impl PieceBuilder {
     /// The next text byte comes from source byte `source`.
     fn at(&mut self, source: usize) {
         let here = self.text.len();
-        let in_step = self
-            .pieces
-            .last()
-            .is_some_and(|p| p.source as usize + (here - p.text as usize) == source);
-        if !in_step {
-            self.pieces.push(Breakpoint {
-                text: here as u32,
-                source: source as u32,
-            });
+        let last = self.pieces.last().unwrap_or(&self.first);
+        if last.source as usize + (here - last.text as usize) == source {
+            return;
         }
+        if self.pieces.is_empty() {
+            // About one breakpoint per escaped newline of source code, so growing is rare.
+            self.pieces.reserve(self.text.capacity() / 16 + 2);
+            self.pieces.push(self.first);
+        }
+        self.pieces.push(Breakpoint {
+            text: here as u32,
+            source: source as u32,
+        });
     }
 
     /// Text copied as it is from `source` on.
@@ -518,9 +521,10 @@ impl PieceBuilder {
 
     fn finish(mut self, source_end: usize) -> Text {
         self.at(source_end);
-        let origin = match self.pieces.as_slice() {
-            [only] => Origin::Shifted(only.source as usize),
-            _ => Origin::Pieces(self.pieces),
+        let origin = if self.pieces.is_empty() {
+            Origin::Shifted(self.first.source as usize)
+        } else {
+            Origin::Pieces(self.pieces)
         };
         Text {
             text: self.text,
