@@ -187,13 +187,44 @@ fn is_delimiter(b: u8) -> bool {
     )
 }
 
+/// A `TJ` adjustment (thousandths of a text unit) wider than this reads as a word space;
+/// kerning between letters stays well under it.
+const WORD_SPACE: f64 = 180.0;
+
 /// Appends the strings shown by the text operators of one content stream to `out`.
 fn show_text(content: &[u8], out: &mut String) {
     // Strings seen since the last operator: the operands of the next one.
     let mut operands: Vec<Vec<u8>> = Vec::new();
+    // Inside a `[...] TJ` array, a large negative adjustment is how most writers (TeX among
+    // them) draw the space between two words; without it words run together and detectors
+    // that need a word boundary miss what follows.
+    let mut in_array = false;
     let mut i = 0;
     while let Some(&b) = content.get(i) {
         match b {
+            b'[' => {
+                in_array = true;
+                i += 1;
+            }
+            b']' => {
+                in_array = false;
+                i += 1;
+            }
+            b'-' | b'+' | b'.' | b'0'..=b'9' => {
+                let start = i;
+                while content
+                    .get(i)
+                    .is_some_and(|&c| matches!(c, b'-' | b'+' | b'.' | b'0'..=b'9'))
+                {
+                    i += 1;
+                }
+                let number = std::str::from_utf8(&content[start..i])
+                    .ok()
+                    .and_then(|n| n.parse::<f64>().ok());
+                if in_array && number.is_some_and(|n| n < -WORD_SPACE) {
+                    operands.push(b" ".to_vec());
+                }
+            }
             b'(' => {
                 let (string, next) = literal_string(content, i + 1);
                 operands.push(string);
@@ -385,6 +416,15 @@ mod tests {
             let text = text(&pdf(content, compressed), &Limits::default()).unwrap();
             assert_eq!(text, "Hello (world)\nsplitAB\nHi\nnext\n", "{compressed}");
         }
+    }
+
+    #[test]
+    fn wide_adjustments_in_an_array_read_as_word_spaces() {
+        let content = b"BT [(key)-333(=)-333(AK)12(IA)] TJ 0 -500 Td (x) Tj ET";
+        assert_eq!(
+            text(&pdf(content, true), &Limits::default()).unwrap(),
+            "key = AKIA\nx\n"
+        );
     }
 
     #[test]
