@@ -48,6 +48,22 @@ pub struct Content {
     pub model: Option<String>,
     /// Locations of image (or other unreadable media) blocks, for the policy's image setting.
     pub media: Vec<String>,
+    /// For each group made only of plain JSON strings: its group number and the keyed hash of
+    /// its raw bytes, so that a group found clean can be skipped, undecoded, next time.
+    pub raw_keys: Vec<(u32, u64)>,
+}
+
+/// Recognises, before decoding it, a group of plain JSON strings already scanned under this
+/// policy and found clean: an agent re-sends its whole history with every request.
+///
+/// The key covers the exact raw bytes of every string in the group and the policy digest; the
+/// decoded text is a function of those bytes alone, so a group with the same key has the same
+/// text and, scanned group by group, the same (no) findings.
+pub struct SkipClean<'s> {
+    /// Keyed per process, so nobody can craft a text with the key of another.
+    pub hasher: &'s std::hash::RandomState,
+    pub digest: &'s str,
+    pub is_clean: &'s dyn Fn(u64) -> bool,
 }
 
 /// Collects segments while a provider reader walks the JSON tree.
@@ -62,6 +78,13 @@ pub struct Collector<'a> {
     limits: Limits,
     /// The first part that could not be read, which makes the whole request unreadable.
     failure: Option<UnreadablePart>,
+    /// Set: plain strings wait for their group to end, and a group known clean is dropped.
+    skip: Option<SkipClean<'a>>,
+    /// The current group's plain strings, not decoded yet (only with `skip`).
+    pending: Vec<(String, Range<usize>)>,
+    /// The current group holds text that is not a plain string (decoded base64, JSON in a
+    /// string): it is never skipped, since its key would not cover all of its text.
+    mixed: bool,
 }
 
 /// A part of a request that could not be inspected, and why: the request must not leave.
@@ -120,11 +143,21 @@ impl<'a> Collector<'a> {
             group: 0,
             limits,
             failure: None,
+            skip: None,
+            pending: Vec::new(),
+            mixed: false,
         }
     }
 
+    /// Skips the groups `skip` knows to be clean (see [`SkipClean`]).
+    pub fn skipping(mut self, skip: SkipClean<'a>) -> Self {
+        self.skip = Some(skip);
+        self
+    }
+
     /// What was collected, or the first part that could not be read.
-    pub fn finish(self) -> Result<Content, UnreadablePart> {
+    pub fn finish(mut self) -> Result<Content, UnreadablePart> {
+        self.end_group();
         match self.failure {
             Some(failure) => Err(failure),
             None => Ok(self.content),
@@ -133,10 +166,71 @@ impl<'a> Collector<'a> {
 
     /// Starts a new group: the next text is not joined to the previous one.
     pub fn group(&mut self) {
+        self.end_group();
         self.group += 1;
     }
 
+    /// Decodes the current group's pending strings, unless the group is known clean.
+    fn end_group(&mut self) {
+        self.flush(true);
+        self.mixed = false;
+    }
+
+    /// Decodes the pending strings into segments; with `may_skip`, first drops them if the
+    /// whole group is plain strings known clean, else remembers its key.
+    fn flush(&mut self, may_skip: bool) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let key = match &self.skip {
+            Some(skip) if may_skip && !self.mixed => {
+                use std::hash::{BuildHasher, Hasher};
+                let mut hasher = skip.hasher.build_hasher();
+                hasher.write(skip.digest.as_bytes());
+                hasher.write_u8(0xff);
+                for (_, range) in &self.pending {
+                    let raw = self.body.get(range.clone()).unwrap_or_default();
+                    hasher.write_usize(raw.len());
+                    hasher.write(raw);
+                }
+                let key = hasher.finish();
+                if (skip.is_clean)(key) {
+                    self.pending.clear();
+                    return;
+                }
+                Some(key)
+            }
+            _ => None,
+        };
+        let count = self.content.segments.len();
+        for (location, range) in std::mem::take(&mut self.pending) {
+            self.decode_and_push(location, range);
+        }
+        if let Some(key) = key {
+            if self.content.segments.len() > count {
+                self.content.raw_keys.push((self.group, key));
+            }
+        }
+    }
+
+    fn decode_and_push(&mut self, location: String, range: Range<usize>) {
+        let text = match self.text {
+            Some(body) => Text::from_json_str(body, range, true),
+            None => Text::from_json_string(self.body, range, true),
+        };
+        if let Ok(text) = text {
+            self.push_segment(location, text);
+        }
+    }
+
+    /// Adds text that is not a plain string of the body: its group is never skipped.
     fn push(&mut self, location: String, text: Text) {
+        self.flush(false);
+        self.mixed = true;
+        self.push_segment(location, text);
+    }
+
+    fn push_segment(&mut self, location: String, text: Text) {
         if !text.text.is_empty() {
             self.content.segments.push(Segment {
                 location,
@@ -150,12 +244,10 @@ impl<'a> Collector<'a> {
     /// Adds `node` if it is a string (in the current group). Returns whether it was.
     pub fn string(&mut self, node: Option<&Node>, path: &str) -> bool {
         if let Some(Node::Str(range)) = node {
-            let text = match self.text {
-                Some(body) => Text::from_json_str(body, range.clone(), true),
-                None => Text::from_json_string(self.body, range.clone(), true),
-            };
-            if let Ok(text) = text {
-                self.push(path.to_owned(), text);
+            if self.skip.is_some() {
+                self.pending.push((path.to_owned(), range.clone()));
+            } else {
+                self.decode_and_push(path.to_owned(), range.clone());
             }
             true
         } else {
@@ -198,6 +290,8 @@ impl<'a> Collector<'a> {
         let Ok(outer) = Text::from_json_string(self.body, range.clone(), false) else {
             return;
         };
+        // Its segments are added below with group numbers of their own.
+        self.end_group();
         let inner_body = outer.text.as_bytes();
         match super::json::parse(inner_body) {
             Ok(inner) => {
@@ -209,6 +303,7 @@ impl<'a> Collector<'a> {
                     let text = segment.text.through(&outer);
                     self.content.segments.push(Segment { text, ..segment });
                 }
+                self.mixed = false;
             }
             Err(_) => {
                 self.group();
@@ -323,6 +418,8 @@ pub struct Document {
     starts: Vec<usize>,
     /// The range of `text` each group occupies: the units that can be scanned apart.
     pub groups: Vec<Range<usize>>,
+    /// The group number ([`Segment::group`]) of each of `groups`.
+    pub group_ids: Vec<u32>,
 }
 
 /// Between groups: nothing a detector could take as part of a value.
@@ -334,6 +431,7 @@ impl Document {
         let mut text = String::with_capacity(total);
         let mut starts = Vec::with_capacity(segments.len());
         let mut groups: Vec<Range<usize>> = Vec::new();
+        let mut group_ids = Vec::new();
         let mut previous_group = None;
         for segment in segments {
             if previous_group != Some(segment.group) {
@@ -341,6 +439,7 @@ impl Document {
                     text.push_str(GROUP_SEPARATOR);
                 }
                 groups.push(text.len()..text.len());
+                group_ids.push(segment.group);
             }
             previous_group = Some(segment.group);
             starts.push(text.len());
@@ -353,6 +452,7 @@ impl Document {
             text,
             starts,
             groups,
+            group_ids,
         }
     }
 
@@ -389,6 +489,42 @@ mod tests {
         let mut c = Collector::new(body);
         f(&mut c, &node);
         c.content
+    }
+
+    #[test]
+    fn only_groups_of_plain_strings_known_clean_are_skipped() {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.encode("doc text");
+        let body =
+            format!(r#"{{"a":"plain one","b":"plain two","doc":"{data}","c":"plain \u0033"}}"#);
+        let node = super::super::json::parse(body.as_bytes()).unwrap();
+        let read = |clean: &dyn Fn(u64) -> bool| {
+            let hasher = std::hash::RandomState::new();
+            let skip = SkipClean {
+                hasher: &hasher,
+                digest: "d",
+                is_clean: clean,
+            };
+            let mut c = Collector::new(body.as_bytes()).skipping(skip);
+            c.string(node.get("a"), "a");
+            c.string(node.get("b"), "b");
+            c.group();
+            c.base64(node.get("doc"), "doc", "text/plain");
+            c.group();
+            c.string(node.get("c"), "c");
+            c.finish().unwrap()
+        };
+        let all = read(&|_| false);
+        let texts: Vec<&str> = all.segments.iter().map(|s| s.text.text.as_str()).collect();
+        assert_eq!(texts, ["plain one", "plain two", "doc text", "plain 3"]);
+        assert_eq!(all.raw_keys.len(), 2, "the decoded document is never keyed");
+        let skipped = read(&|_| true);
+        let texts: Vec<&str> = skipped
+            .segments
+            .iter()
+            .map(|s| s.text.text.as_str())
+            .collect();
+        assert_eq!(texts, ["doc text"]);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::act::redact::{self, Edit};
 use crate::act::reply::ErrorReply;
 use crate::audit::DecisionId;
 use crate::detect::{Category, Severity};
-use crate::inspect::content::Document;
+use crate::inspect::content::{Document, SkipClean};
 use crate::inspect::decode::{self, DecodeError};
 use crate::inspect::{providers, Provider};
 use crate::proxy::gate::{Forward, Gate, Outbound, Route, UpstreamOverride, Verdict};
@@ -52,6 +52,7 @@ pub struct PolicyGate {
     fingerprint_key: ring::hmac::Key,
     pseudonymizer: Pseudonymizer,
     scan_cache: super::scan_cache::ScanCache,
+    clean_groups: super::scan_cache::CleanGroups,
 }
 
 impl std::fmt::Debug for PolicyGate {
@@ -91,6 +92,7 @@ impl PolicyGate {
             // Every group is cached, short ones included: an agent's conversation holds a few
             // hundred, so this keeps dozens of conversations (about 1 MB: no text is kept).
             scan_cache: super::scan_cache::ScanCache::new(16_384),
+            clean_groups: super::scan_cache::CleanGroups::new(16_384),
         }
     }
 
@@ -105,6 +107,7 @@ impl PolicyGate {
     /// How many scanned message groups to remember (0: scan everything every time).
     pub fn with_scan_cache(mut self, capacity: usize) -> Self {
         self.scan_cache = super::scan_cache::ScanCache::new(capacity);
+        self.clean_groups = super::scan_cache::CleanGroups::new(capacity);
         self
     }
 
@@ -212,15 +215,28 @@ impl PolicyGate {
         let inspected = decode::decode(&parts.headers, &body, &limits)
             .map_err(Failure::Decode)
             .and_then(|decoded| {
-                providers::read_within(provider, &parts, &decoded.bytes, &limits)
-                    .map(|content| (decoded, content))
+                let is_clean = |key| self.clean_groups.contains(key);
+                let read = if self.clean_groups.enabled() {
+                    let skip = SkipClean {
+                        hasher: &self.clean_groups.hasher,
+                        digest: &loaded.digest,
+                        is_clean: &is_clean,
+                    };
+                    providers::read_skipping_clean(provider, &parts, &decoded.bytes, &limits, skip)
+                } else {
+                    providers::read_within(provider, &parts, &decoded.bytes, &limits)
+                };
+                read.map(|content| (decoded, content))
                     .map_err(|e| Failure::Read(e.to_string()))
             })
             .and_then(|(decoded, content)| {
                 let document = Document::build(&content.segments);
                 let scanner: &dyn Detect = loaded.scanner.as_ref();
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    self.scan_cache.scan(scanner, &loaded.digest, &document)
+                    let found = self.scan_cache.scan(scanner, &loaded.digest, &document);
+                    self.clean_groups
+                        .remember(&content.raw_keys, &document, &found);
+                    found
                 }))
                 .map(|found| (decoded, content, document, found))
                 .map_err(|_| Failure::Scanner)

@@ -105,6 +105,68 @@ impl ScanCache {
     }
 }
 
+/// Raw keys of message groups scanned and found clean (see
+/// [`crate::inspect::content::SkipClean`]): such a group is left out of the next request's
+/// document before it is even decoded. Bounded, oldest forgotten first; holds hashes only.
+pub struct CleanGroups {
+    pub hasher: RandomState,
+    capacity: usize,
+    entries: Mutex<(std::collections::HashSet<u64>, VecDeque<u64>)>,
+}
+
+impl CleanGroups {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            hasher: RandomState::new(),
+            capacity,
+            entries: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Whether skipping is on at all (a capacity of 0 turns it off).
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.lock().0.contains(&key)
+    }
+
+    /// Remembers the groups of `keys` (group number, raw key) in which `findings` has none.
+    pub fn remember(&self, keys: &[(u32, u64)], document: &Document, findings: &[Finding]) {
+        if !self.enabled() || keys.is_empty() {
+            return;
+        }
+        let dirty: std::collections::HashSet<u32> = findings
+            .iter()
+            .filter_map(|f| {
+                let index = document
+                    .groups
+                    .partition_point(|g| g.start <= f.span.start)
+                    .checked_sub(1)?;
+                document.group_ids.get(index).copied()
+            })
+            .collect();
+        let mut entries = self.lock();
+        let (set, order) = &mut *entries;
+        for &(group, key) in keys {
+            if !dirty.contains(&group) && set.insert(key) {
+                order.push_back(key);
+            }
+        }
+        while order.len() > self.capacity {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (std::collections::HashSet<u64>, VecDeque<u64>)> {
+        // Inserts and removals are single calls: a panic elsewhere leaves the set consistent.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ pub mod openai;
 
 use http::{header, request};
 
-use super::content::{index, Collector, Content, Place, Segment, UnreadablePart};
+use super::content::{index, Collector, Content, Place, Segment, SkipClean, UnreadablePart};
 use super::decode::Limits;
 use super::json::{self, JsonError, Node, Text};
 use super::Provider;
@@ -37,12 +37,37 @@ pub fn read_within(
     body: &[u8],
     limits: &Limits,
 ) -> Result<Content, ReadError> {
+    read_inner(provider, parts, body, limits, None)
+}
+
+/// [`read_within`], leaving out the groups of plain strings `skip` knows to be clean (see
+/// [`SkipClean`]): they are neither decoded nor scanned again.
+pub fn read_skipping_clean(
+    provider: Provider,
+    parts: &request::Parts,
+    body: &[u8],
+    limits: &Limits,
+    skip: SkipClean,
+) -> Result<Content, ReadError> {
+    read_inner(provider, parts, body, limits, Some(skip))
+}
+
+fn read_inner(
+    provider: Provider,
+    parts: &request::Parts,
+    body: &[u8],
+    limits: &Limits,
+    skip: Option<SkipClean>,
+) -> Result<Content, ReadError> {
     let mut content = if body.trim_ascii().is_empty() {
         Content::default()
     } else if is_json(parts, body) {
         let text = json::utf8(body)?;
         let node = json::parse_str(text)?;
         let mut collector = Collector::for_text(text, *limits);
+        if let Some(skip) = skip {
+            collector = collector.skipping(skip);
+        }
         let path = parts.uri.path();
         match provider {
             Provider::Anthropic => anthropic::read(&mut collector, &node),
