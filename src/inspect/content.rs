@@ -3,7 +3,9 @@
 //!
 //! Adjacent parts of one message share a *group*: they are scanned as one run of text, so a
 //! secret split across two content blocks is still found. Different groups are kept apart by a
-//! blank line so that unrelated texts never join into a false match.
+//! blank line so that unrelated texts never join into a false match. Because groups are scanned
+//! apart, a group of plain strings already found clean in this conversation can be left out
+//! before it is even decoded ([`SkipClean`]).
 
 use std::ops::Range;
 

@@ -9,6 +9,10 @@
 //! Fail closed: a body that cannot be decoded or read, a scanner failure, a body over the limit
 //! or an audit failure blocks the request with the reason, unless the destination chose
 //! `fail_open`. Nothing here logs a detected value.
+//!
+//! Reading skips the message groups this gate already found clean (an agent re-sends its whole
+//! history each turn), and the scan cache answers for groups scanned before; both are keyed by
+//! the policy digest, so a reload starts afresh.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
