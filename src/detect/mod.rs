@@ -106,8 +106,8 @@ pub struct Scanner {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules with `always = true`: run on every input.
     always_rules: Vec<usize>,
-    /// Rules gated on digit runs: `(rule, digits needed)`, and the smallest of those counts.
-    digit_rules: Vec<(usize, usize)>,
+    /// Rules gated on digit runs, and the smallest digit count any of them needs.
+    digit_rules: Vec<DigitGate>,
     min_digits: Option<usize>,
     terms: Vec<dict::TermDictionary>,
     exact: Vec<dict::ExactMatch>,
@@ -186,8 +186,13 @@ impl Scanner {
                 always_rules.push(i);
                 continue;
             }
-            if let Some(digits) = rule.spec.digits {
-                digit_rules.push((i, digits));
+            if let Some(min) = rule.spec.digits {
+                digit_rules.push(DigitGate {
+                    rule: i,
+                    min,
+                    max: rule.spec.max_digits.unwrap_or(usize::MAX),
+                    after_letter: rule.spec.digits_after_letter,
+                });
             }
             for keyword in &rule.keywords {
                 let slot = *keyword_index.entry(keyword.clone()).or_insert_with(|| {
@@ -221,7 +226,7 @@ impl Scanner {
             prefilter,
             keyword_rules,
             always_rules,
-            min_digits: digit_rules.iter().map(|&(_, n)| n).min(),
+            min_digits: digit_rules.iter().map(|gate| gate.min).min(),
             digit_rules,
             terms,
             exact,
@@ -328,10 +333,10 @@ impl Scanner {
         for &i in &self.always_rules {
             whole[i] = true;
         }
-        // Windows per rule, merged as hits arrive. The automaton reports hits in order of
-        // their end, so a new window almost always starts at or after the last one: merging
-        // in place replaces a sort of every hit. A rule whose hits did arrive out of order
-        // (single-byte keywords and digit runs come from their own passes) is sorted once.
+        // Windows per rule, merged as hits arrive. The prefilter reports hits in order within
+        // each of its passes (and each lane of its automaton), so a new window usually starts
+        // at or after the last one: merging in place replaces a sort of every hit. A rule
+        // whose hits did arrive out of order is sorted once.
         let mut windows: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.rules.len()];
         let mut disordered = vec![false; self.rules.len()];
         let len = text.len();
@@ -366,9 +371,12 @@ impl Scanner {
         });
         if let Some(min) = self.min_digits {
             digit_runs(text, min, |start, end, digits| {
-                for &(i, needed) in &self.digit_rules {
-                    if digits >= needed {
-                        hit(i, start, end, &mut whole);
+                let after_letter = follows_letter(text, start);
+                for gate in &self.digit_rules {
+                    if (gate.min..=gate.max).contains(&digits)
+                        && (after_letter || !gate.after_letter)
+                    {
+                        hit(gate.rule, start, end, &mut whole);
                     }
                 }
             });
@@ -604,6 +612,26 @@ fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
     Ok(rules)
 }
 
+/// A rule that runs around digit runs (`digits = N` in its pack) and which runs wake it.
+#[derive(Debug, Clone, Copy)]
+struct DigitGate {
+    rule: usize,
+    min: usize,
+    max: usize,
+    after_letter: bool,
+}
+
+/// Whether the byte before `at` (or before one space there) is an ASCII letter.
+fn follows_letter(text: &[u8], at: usize) -> bool {
+    match at.checked_sub(1).map(|i| (i, text[i])) {
+        Some((_, b)) if b.is_ascii_alphabetic() => true,
+        Some((i, b' ')) => i
+            .checked_sub(1)
+            .is_some_and(|j| text[j].is_ascii_alphabetic()),
+        _ => false,
+    }
+}
+
 fn is_digit_separator(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.')
 }
@@ -712,6 +740,47 @@ pattern = '''api_key\s{0,4}=\s{0,4}"([a-z0-9_]{8,64})"'''
 [rule.tests]
 match = ['api_key = "q8w7e6r5t4y3u2i1"']
 "#;
+
+    const DIGIT_PACK: &str = r#"
+[[rule]]
+id = "pii.ref_number"
+name = "Reference number"
+category = "pii"
+severity = "low"
+digits = 6
+max_digits = 6
+digits_after_letter = true
+pattern = '''([0-9]{6})'''
+[rule.tests]
+match = ["ref AB 123456"]
+"#;
+
+    #[test]
+    fn a_digit_gated_rule_wakes_only_for_runs_of_its_length_after_a_letter() {
+        let scanner = Scanner::from_packs(&[("test.toml", DIGIT_PACK)]).expect("pack loads");
+        assert_eq!(detectors(&scanner, "ref AB 123456 ok"), ["pii.ref_number"]);
+        assert_eq!(detectors(&scanner, "ref AB123456"), ["pii.ref_number"]);
+        // The pattern alone matches six digits anywhere; the gate keeps the rule asleep for
+        // a seven-digit run and for a run that follows no letter.
+        assert!(detectors(&scanner, "ref AB1234567").is_empty());
+        assert!(detectors(&scanner, "ref == 123456").is_empty());
+    }
+
+    #[test]
+    fn digit_gate_options_without_digits_are_refused() {
+        for bad in [
+            "keywords = [\"ref\"]\nmax_digits = 6",
+            "keywords = [\"ref\"]\ndigits_after_letter = true",
+            "digits = 6\nmax_digits = 5",
+        ] {
+            let pack = DIGIT_PACK.replace(
+                "digits = 6\nmax_digits = 6\ndigits_after_letter = true",
+                bad,
+            );
+            let error = Scanner::from_packs(&[("test.toml", &pack)]).expect_err(bad);
+            assert!(error.to_string().contains("digits"), "{bad}: {error}");
+        }
+    }
 
     fn detectors(scanner: &Scanner, text: &str) -> Vec<String> {
         scanner
