@@ -12,9 +12,10 @@
 //! - allow / monitor: the message goes on unchanged (byte-identical).
 //! - redact: the rewritten message goes on.
 //! - pseudonymize: the message goes on with surrogates, and the connection remembers them: the
-//!   upstream's later text messages get the originals back (JSON-escaped when the message is
-//!   JSON). Each message is restored whole, so a surrogate split across two streamed delta
-//!   events reaches the user as the surrogate (never as anything else).
+//!   upstream's later text messages get the originals back. A server event on these sockets is
+//!   one JSON document, the same as one SSE event's data, so it goes through the same restore
+//!   as a streamed HTTP response: a surrogate split across two `delta` events is held back and
+//!   restored whole (the held-back tail may then arrive as an event of its own).
 //! - block (and any failure to inspect, unless the destination is `fail_open`): nothing of the
 //!   message leaves; the client gets a last `error` event shaped like the provider's own
 //!   errors, then close code 1008 with a short reason (decision id, detector, rule; never the
@@ -72,8 +73,10 @@ pub struct MessageGate {
     upgrade_id: String,
     sent: u64,
     restore: RestoreTable,
-    /// Built from `restore` when it changes (the matcher is not rebuilt per message).
+    /// Restores server events; built from `restore` when it grows, not per message.
     filter: Option<RestoreFilter>,
+    /// Events a replaced filter still held back, sent before the next server event.
+    backlog: Vec<String>,
 }
 
 impl MessageGate {
@@ -85,6 +88,7 @@ impl MessageGate {
             sent: 0,
             restore: RestoreTable::default(),
             filter: None,
+            backlog: Vec::new(),
         }
     }
 
@@ -138,7 +142,10 @@ impl MessageInspector for MessageGate {
             Verdict::Forward(forward) => {
                 if !decided.restore.is_empty() {
                     self.restore.merge(decided.restore);
-                    self.filter = Some(json_restorer(&self.restore));
+                    let replaced = self.filter.replace(restorer(&self.restore, SSE));
+                    if let Some(mut old) = replaced {
+                        self.backlog.extend(events(&old.finish()));
+                    }
                 }
                 if !text {
                     return MessageVerdict::Forward(WsMessage::Binary(forward.body));
@@ -163,28 +170,56 @@ impl MessageInspector for MessageGate {
         }
     }
 
-    fn upstream_text(&mut self, text: String) -> String {
+    fn upstream_text(&mut self, text: String) -> Vec<String> {
         let Some(filter) = self.filter.as_mut() else {
-            return text;
+            return vec![text];
         };
-        let mut out = filter.data(Bytes::from(text)).to_vec();
-        out.extend_from_slice(&filter.finish());
-        // Originals were text in a UTF-8 message; a restored message is UTF-8 too.
-        String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        let mut out = std::mem::take(&mut self.backlog);
+        let one_line_json = text.trim_start().starts_with('{') && !text.contains(['\n', '\r']);
+        if one_line_json {
+            // As the data of one SSE event, so streamed deltas are restored as over HTTP.
+            let event = filter.data(Bytes::from(format!("data: {text}\n\n")));
+            out.extend(events(&event));
+        } else {
+            // Anything else is restored whole, after whatever the event restore held back.
+            out.extend(events(&filter.finish()));
+            let content_type = if text.trim_start().starts_with(['{', '[']) {
+                "application/json"
+            } else {
+                "text/plain"
+            };
+            let mut whole = restorer(&self.restore, content_type);
+            let mut restored = whole.data(Bytes::from(text)).to_vec();
+            restored.extend_from_slice(&whole.finish());
+            out.push(utf8(restored));
+        }
+        out
     }
 }
 
-/// A restore filter for whole JSON (or plain text) messages.
-fn json_restorer(table: &RestoreTable) -> RestoreFilter {
+const SSE: &str = "text/event-stream";
+
+/// A restore filter reading its input as `content_type`.
+fn restorer(table: &RestoreTable, content_type: &'static str) -> RestoreFilter {
     let mut filter = RestoreFilter::new(table);
     let mut head = http::Response::new(()).into_parts().0;
-    head.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    head.headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     filter.head(&mut head);
     filter
+}
+
+/// The events an SSE restore wrote (`data: ...` each, one line of JSON), as messages.
+fn events(sse: &[u8]) -> Vec<String> {
+    sse.split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"data:"))
+        .map(|data| utf8(data.strip_prefix(b" ").unwrap_or(data).to_vec()))
+        .collect()
+}
+
+/// Originals were text in a UTF-8 message, so a restored message is UTF-8 too.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// How a message is read: the provider's own reading for a body of its API, else generic.
@@ -266,6 +301,43 @@ mod tests {
             reader_for(Provider::OpenAi, "/v1/realtime", responses),
             Provider::Generic
         );
+    }
+
+    #[test]
+    fn a_surrogate_split_across_two_delta_events_comes_back_whole() {
+        let policy = super::super::loader::load_embedded(&super::super::loader::builtin_scanner)
+            .expect("the shipped policy");
+        let gate = PolicyGate::new(
+            policy,
+            std::sync::Arc::new(super::super::decision::TracingSink),
+        );
+        let connection = Connection {
+            host: "api.openai.com".into(),
+            port: 443,
+            path: Uri::from_static("/v1/responses"),
+            client: "codex-cli",
+        };
+        let mut messages = MessageGate::new(gate, connection, "upgrade".into());
+        messages.restore.insert(
+            "user.1a2b3c4d@example.invalid".into(),
+            "jane@acme.example".into(),
+        );
+        messages.filter = Some(restorer(&messages.restore, SSE));
+
+        let mut out = messages.upstream_text(
+            r#"{"type":"response.output_text.delta","delta":"mail user.1a2b"}"#.into(),
+        );
+        out.extend(messages.upstream_text(
+            r#"{"type":"response.output_text.delta","delta":"3c4d@example.invalid now"}"#.into(),
+        ));
+        out.extend(messages.upstream_text(r#"{"type":"response.completed"}"#.into()));
+        let text: String = out
+            .iter()
+            .map(|m| serde_json::from_str::<serde_json::Value>(m).expect("JSON event"))
+            .filter_map(|event| event["delta"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(text, "mail jane@acme.example now");
+        assert!(out.last().is_some_and(|m| m.contains("response.completed")));
     }
 
     #[test]

@@ -108,7 +108,7 @@ async fn intercept_inner(
     if let Err(answer) = plain_path(&path_and_query, provider) {
         return answer;
     }
-    let upgrade = hop::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+    let upgrade = hop::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
 

@@ -142,10 +142,11 @@ pub trait MessageInspector: Send + 'static {
     /// A whole client -> upstream text or binary message (pings, pongs and closes are not
     /// inspected: they carry no content beyond 125 control bytes).
     fn client_message(&mut self, message: WsMessage) -> MessageVerdict;
-    /// An upstream -> client text message; returns what the client gets (e.g. with the
-    /// connection's surrogates put back). The default passes it unchanged.
-    fn upstream_text(&mut self, text: String) -> String {
-        text
+    /// An upstream -> client text message; returns the messages the client gets in its place
+    /// (e.g. with the connection's surrogates put back; a restore may hold back the tail of a
+    /// streamed delta and send it with, or as, a later message). The default passes it on.
+    fn upstream_text(&mut self, text: String) -> Vec<String> {
+        vec![text]
     }
 }
 

@@ -139,9 +139,11 @@ pub async fn relay(
             },
             read = upstream.next(), if !upstream_done => match read {
                 Some(Ok(Message::Text(text))) => {
-                    let text = inspector.upstream_text(text.as_str().to_owned());
-                    if !send(&mut client, Message::text(text), bounds.idle).await {
-                        client_done = true;
+                    for text in inspector.upstream_text(text.as_str().to_owned()) {
+                        if !send(&mut client, Message::text(text), bounds.idle).await {
+                            client_done = true;
+                            break;
+                        }
                     }
                 }
                 Some(Ok(Message::Frame(_))) => {}
