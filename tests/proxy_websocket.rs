@@ -201,6 +201,30 @@ async fn a_benign_response_create_reaches_the_api_unchanged_and_the_reply_comes_
 }
 
 #[tokio::test]
+async fn the_shipped_policy_keeps_codex_on_its_socket_and_inspects_it() {
+    let upstream = FakeUpstream::start().await;
+    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
+    let (mut socket, response) = open(&guard, "/v1/responses").await.expect("upgraded");
+    assert_eq!(response.status(), 101);
+
+    let benign = response_create("explain this stack trace");
+    socket
+        .send(Message::text(benign.clone()))
+        .await
+        .expect("send");
+    assert_eq!(next_text(&mut socket).await, benign);
+    socket
+        .send(Message::text(response_create(&format!("use {AWS_KEY}"))))
+        .await
+        .expect("send");
+    let echoed = next_text(&mut socket).await;
+    assert!(echoed.contains(PLACEHOLDER), "{echoed}");
+    let events = upstream.wait_ws_events(2).await;
+    assert_eq!(texts(&events)[0], benign);
+    assert!(!texts(&events)[1].contains(AWS_KEY));
+}
+
+#[tokio::test]
 async fn an_aws_key_in_a_message_is_redacted_before_it_leaves() {
     let upstream = FakeUpstream::start().await;
     let dir = tempfile::tempdir().expect("policy dir");

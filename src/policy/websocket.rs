@@ -33,6 +33,7 @@ use crate::inspect::Provider;
 use crate::proxy::gate::{
     MessageInspector, MessageVerdict, Outbound, ResponseFilter, Verdict, WsMessage, WsRefusal,
 };
+use crate::proxy::websocket::MAX_CLOSE_REASON;
 
 use super::decision::Decision;
 use super::gate::{find_destination, MessageOf, PolicyGate};
@@ -249,15 +250,20 @@ fn is_response_create(body: &[u8]) -> bool {
     })
 }
 
-/// The close frame's reason: the decision id first (a reason is cut at 123 bytes, and the id
-/// is what finds the audit record), then what decided it. Never a value.
+/// The close frame's reason: the decision id (what finds the audit record), then what decided
+/// it, each part only if it still fits the 123 bytes a close reason holds (the error event sent
+/// before it carries the whole message). Never a value.
 fn close_reason(decision: &Decision) -> String {
-    let mut reason = format!("egress-guard blocked a message, decision {}", decision.id);
-    if let Some(finding) = decision.findings.iter().find(|f| f.action == "block") {
-        reason.push_str(&format!(": {}", finding.detector));
-    }
-    if let Some(rule) = &decision.rule {
-        reason.push_str(&format!(" (rule {rule})"));
+    let mut reason = format!("egress-guard blocked it (decision {})", decision.id);
+    let detector = decision.findings.iter().find(|f| f.action == "block");
+    let parts = [
+        detector.map(|f| format!(": {}", f.detector)),
+        decision.rule.as_ref().map(|rule| format!(", rule {rule}")),
+    ];
+    for part in parts.into_iter().flatten() {
+        if reason.len() + part.len() <= MAX_CLOSE_REASON {
+            reason.push_str(&part);
+        }
     }
     reason
 }
