@@ -288,6 +288,46 @@ async fn a_blocked_message_closes_the_socket_with_the_reason_and_nothing_leaves(
         "{events:?}"
     );
     assert!(texts(&upstream.ws_events()).is_empty());
+    // Counted like a blocked request.
+    let metrics = guard
+        .direct_client()
+        .get(guard.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"egress_guard_requests_total{action="block",provider="openai"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_binary_message_is_read_like_a_text_one() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("policy dir");
+    inspecting_default(dir.path());
+    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (mut socket, _) = open(&guard, "/v1/realtime").await.expect("upgraded");
+
+    let message = json!({"type": "conversation.item.create", "item": {"type": "message",
+        "role": "user", "content": [{"type": "input_text", "text": format!("use {AWS_KEY}")}]}})
+    .to_string();
+    socket
+        .send(Message::binary(message.into_bytes()))
+        .await
+        .expect("send");
+    let events = upstream.wait_ws_events(1).await;
+    match &events[0] {
+        WsEvent::Binary(sent) => {
+            let sent = String::from_utf8_lossy(sent);
+            assert!(!sent.contains(AWS_KEY), "{sent}");
+            assert!(sent.contains(PLACEHOLDER), "{sent}");
+        }
+        other => panic!("expected a binary message upstream, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -320,6 +360,27 @@ async fn a_message_split_across_frames_is_reassembled_and_still_caught() {
     assert_eq!(sent.len(), 1, "one whole message upstream");
     assert!(!sent[0].contains("Q7RZ4MXW2KPL5TDN"), "{}", sent[0]);
     assert!(sent[0].contains(PLACEHOLDER), "{}", sent[0]);
+}
+
+#[tokio::test]
+async fn a_large_message_is_inspected_whole() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("policy dir");
+    inspecting_default(dir.path());
+    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
+
+    // Big enough to be checked on the blocking pool, with the key at its very end.
+    let filler = "fn main() { println!(\"hello\"); }\n".repeat(12_000);
+    let message = response_create(&format!("{filler}deploy with {AWS_KEY}"));
+    assert!(message.len() > 300 * 1024);
+    socket.send(Message::text(message)).await.expect("send");
+    let echoed = next_text(&mut socket).await;
+    let events = upstream.wait_ws_events(1).await;
+    let sent = texts(&events);
+    assert!(!sent[0].contains(AWS_KEY));
+    assert!(sent[0].contains(PLACEHOLDER));
+    assert_eq!(echoed, sent[0]);
 }
 
 #[tokio::test]
