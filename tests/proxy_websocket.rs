@@ -69,6 +69,18 @@ fn blocking(dir: &Path) {
     .expect("write policy");
 }
 
+/// The fake upstream, and the real binary with the policy `write` puts in a fresh directory.
+async fn start(
+    write: impl FnOnce(&Path),
+    extra: &[&str],
+) -> (FakeUpstream, Guard, tempfile::TempDir) {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().expect("policy dir");
+    write(dir.path());
+    let guard = guard_with(&upstream, dir.path(), extra);
+    (upstream, guard, dir)
+}
+
 fn guard_with(upstream: &FakeUpstream, policy: &Path, extra: &[&str]) -> Guard {
     let mut args = vec!["--policy", policy.to_str().expect("UTF-8 path")];
     args.extend_from_slice(extra);
@@ -157,10 +169,7 @@ fn texts(events: &[WsEvent]) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_benign_response_create_reaches_the_api_unchanged_and_the_reply_comes_back() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    inspecting_default(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
 
     let (mut socket, response) = open(&guard, "/v1/responses").await.expect("upgraded");
     assert_eq!(response.status(), 101);
@@ -226,10 +235,7 @@ async fn the_shipped_policy_keeps_codex_on_its_socket_and_inspects_it() {
 
 #[tokio::test]
 async fn an_aws_key_in_a_message_is_redacted_before_it_leaves() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    inspecting_default(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
 
     socket
@@ -259,10 +265,7 @@ async fn an_aws_key_in_a_message_is_redacted_before_it_leaves() {
 
 #[tokio::test]
 async fn a_blocked_message_closes_the_socket_with_the_reason_and_nothing_leaves() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    blocking(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(blocking, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
 
     socket
@@ -306,10 +309,7 @@ async fn a_blocked_message_closes_the_socket_with_the_reason_and_nothing_leaves(
 
 #[tokio::test]
 async fn a_binary_message_is_read_like_a_text_one() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    inspecting_default(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/realtime").await.expect("upgraded");
 
     let message = json!({"type": "conversation.item.create", "item": {"type": "message",
@@ -332,10 +332,7 @@ async fn a_binary_message_is_read_like_a_text_one() {
 
 #[tokio::test]
 async fn a_message_split_across_frames_is_reassembled_and_still_caught() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    inspecting_default(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
 
     // The key itself is cut in two, across the first and second frames.
@@ -364,10 +361,7 @@ async fn a_message_split_across_frames_is_reassembled_and_still_caught() {
 
 #[tokio::test]
 async fn a_large_message_is_inspected_whole() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    inspecting_default(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
 
     // Big enough to be checked on the blocking pool, with the key at its very end.
@@ -385,10 +379,7 @@ async fn a_large_message_is_inspected_whole() {
 
 #[tokio::test]
 async fn a_message_over_the_limit_closes_the_socket_and_nothing_leaves() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    inspecting_default(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &["--max-body", "4KiB"]);
+    let (upstream, guard, _policy) = start(inspecting_default, &["--max-body", "4KiB"]).await;
     let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
 
     let big = response_create(&"x".repeat(8 * 1024));
@@ -424,10 +415,7 @@ async fn a_message_over_the_limit_closes_the_socket_and_nothing_leaves() {
 
 #[tokio::test]
 async fn pseudonymized_data_goes_out_as_a_surrogate_and_comes_back_restored() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    inspecting_default(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
 
     let message = response_create(&format!("write to {EMAIL} about the invoice"));
@@ -444,10 +432,7 @@ async fn pseudonymized_data_goes_out_as_a_surrogate_and_comes_back_restored() {
 
 #[tokio::test]
 async fn realtime_events_are_read_whole_whatever_their_shape() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    blocking(dir.path());
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(blocking, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/realtime?model=gpt-realtime")
         .await
         .expect("upgraded");
@@ -475,10 +460,7 @@ async fn realtime_events_are_read_whole_whatever_their_shape() {
 
 #[tokio::test]
 async fn the_refuse_setting_still_answers_426_and_nothing_reaches_the_api() {
-    let upstream = FakeUpstream::start().await;
-    let dir = tempfile::tempdir().expect("policy dir");
-    default_with_websocket(dir.path(), "refuse");
-    let guard = guard_with(&upstream, dir.path(), &[]);
+    let (upstream, guard, _policy) = start(|dir| default_with_websocket(dir, "refuse"), &[]).await;
     match open(&guard, "/v1/responses").await {
         Err(WsError::Http(response)) => {
             assert_eq!(response.status(), 426);

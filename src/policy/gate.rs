@@ -160,10 +160,7 @@ impl PolicyGate {
             body,
         } = request;
         let destination = find_destination(policy, &host);
-        let provider = destination
-            .and_then(|d| d.provider)
-            .map(Provider::from)
-            .unwrap_or_else(|| Provider::from_host(&host));
+        let provider = provider_of(destination, &host);
         let fail_open = destination.is_some_and(|d| d.fail_open);
         let client = client::recognise(&parts.headers);
         let (user, device) = user_and_device();
@@ -698,6 +695,15 @@ impl Gate for PolicyGate {
     fn check(&self, request: Outbound) -> Verdict {
         self.decide(request).0
     }
+}
+
+/// The API a host's requests are read as: the destination's `provider` if policy names one,
+/// else the one the host name implies.
+pub fn provider_of(destination: Option<&Destination>, host: &str) -> Provider {
+    destination
+        .and_then(|d| d.provider)
+        .map(Provider::from)
+        .unwrap_or_else(|| Provider::from_host(host))
 }
 
 /// The first destination whose hosts match.

@@ -36,7 +36,7 @@ use crate::proxy::gate::{
 use crate::proxy::websocket::MAX_CLOSE_REASON;
 
 use super::decision::Decision;
-use super::gate::{find_destination, MessageOf, PolicyGate};
+use super::gate::{find_destination, provider_of, MessageOf, PolicyGate};
 
 /// What the policy needs to know about a WebSocket connection, taken from its upgrade request.
 #[derive(Debug, Clone)]
@@ -96,10 +96,8 @@ impl MessageGate {
     /// The provider whose API the connection's host speaks (policy may say so).
     fn provider(&self) -> Provider {
         let loaded = self.gate.policy();
-        find_destination(&loaded.policy, &self.connection.host)
-            .and_then(|d| d.provider)
-            .map(Provider::from)
-            .unwrap_or_else(|| Provider::from_host(&self.connection.host))
+        let host = &self.connection.host;
+        provider_of(find_destination(&loaded.policy, host), host)
     }
 }
 

@@ -92,22 +92,12 @@ pub async fn relay(
                 return Ended::Idle;
             }
             read = client.next(), if !client_done => match read {
-                Some(Ok(Message::Text(text))) => {
-                    let message = WsMessage::Text(text.as_str().to_owned());
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    let message = match message {
+                        Message::Text(text) => WsMessage::Text(text.as_str().to_owned()),
+                        other => WsMessage::Binary(other.into_data()),
+                    };
                     match check(&mut inspector, message, provider).await {
-                        Ok(forward) => {
-                            if !send(&mut upstream, outgoing(forward), bounds.idle).await {
-                                upstream_done = true;
-                            }
-                        }
-                        Err(refusal) => {
-                            refuse(&mut client, &mut upstream, refusal, bounds.idle).await;
-                            return Ended::Refused;
-                        }
-                    }
-                }
-                Some(Ok(Message::Binary(bytes))) => {
-                    match check(&mut inspector, WsMessage::Binary(bytes), provider).await {
                         Ok(forward) => {
                             if !send(&mut upstream, outgoing(forward), bounds.idle).await {
                                 upstream_done = true;
