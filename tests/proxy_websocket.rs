@@ -308,6 +308,36 @@ async fn a_blocked_message_closes_the_socket_with_the_reason_and_nothing_leaves(
 }
 
 #[tokio::test]
+async fn a_client_that_drops_its_connection_closes_the_upstream_one_and_is_not_a_block() {
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
+    let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
+    let message = response_create("hello");
+    socket
+        .send(Message::text(message.clone()))
+        .await
+        .expect("send");
+    assert_eq!(next_text(&mut socket).await, message);
+    // Gone without a closing handshake, as an agent that exits does.
+    drop(socket);
+
+    let events = upstream.wait_ws_events(2).await;
+    assert!(
+        matches!(&events[1], WsEvent::Close(Some((1001, _)))),
+        "{events:?}"
+    );
+    let metrics = guard
+        .direct_client()
+        .get(guard.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(!metrics.contains(r#"action="block""#), "{metrics}");
+}
+
+#[tokio::test]
 async fn a_binary_message_is_read_like_a_text_one() {
     let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/realtime").await.expect("upgraded");
@@ -475,4 +505,68 @@ async fn the_refuse_setting_still_answers_426_and_nothing_reaches_the_api() {
         ),
     }
     assert!(upstream.requests().is_empty());
+}
+
+/// Codex CLI itself on its Responses WebSocket, through the proxy with the shipped policy, against
+/// the fake upstream: it keeps its socket (no fallback to HTTPS), its prompt arrives inspected
+/// (the key redacted) and the reply reaches it. Opt-in: needs `codex` on PATH (tried with 0.171),
+/// and must run where only loopback exists, so Codex's own traffic cannot leave the machine:
+/// `cargo test --no-run --test proxy_websocket` then
+/// `unshare -n sh -c 'ip link set lo up && target/debug/deps/proxy_websocket-* --ignored codex'`.
+#[tokio::test]
+#[ignore = "needs Codex CLI and a loopback-only network; see the doc comment"]
+async fn codex_cli_keeps_its_websocket_and_the_key_stays_home() {
+    let upstream = FakeUpstream::start().await;
+    upstream.answer_websockets_like_the_responses_api();
+    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
+    let home = tempfile::tempdir().expect("CODEX_HOME");
+    let provider = "model_providers.fake={name=\"fake\",base_url=\"https://api.openai.com/v1\",\
+        env_key=\"OPENAI_API_KEY\",wire_api=\"responses\",supports_websockets=true}";
+    let out = tokio::process::Command::new("codex")
+        .args([
+            "exec",
+            "--skip-git-repo-check",
+            "-c",
+            "model_provider=fake",
+            "-c",
+            provider,
+        ])
+        .args([
+            "-m",
+            "gpt-5",
+            &format!("hello codex, deploy with {AWS_KEY}"),
+        ])
+        .env("CODEX_HOME", home.path())
+        .env("OPENAI_API_KEY", "sk-fake")
+        .env("HTTPS_PROXY", guard.proxy_url())
+        .env("https_proxy", guard.proxy_url())
+        .env("SSL_CERT_FILE", &guard.ca_path)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run codex");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let paths: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        out.status.success() && stdout.contains("hello codex"),
+        "codex failed ({})\nrequests: {paths:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        !paths.iter().any(|p| p.starts_with("POST /v1/responses")),
+        "Codex fell back to HTTPS: {paths:?}"
+    );
+    let events = upstream.ws_events();
+    let sent = texts(&events);
+    assert!(!sent.is_empty(), "no message on the socket: {events:?}");
+    assert!(sent.iter().all(|m| !m.contains(AWS_KEY)));
+    assert!(sent.iter().any(|m| m.contains(PLACEHOLDER)), "{sent:?}");
+    assert!(!stdout.contains(AWS_KEY) || stdout.contains(PLACEHOLDER));
 }

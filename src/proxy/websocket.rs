@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -116,11 +116,12 @@ pub async fn relay(
                     let _ = send(&mut upstream, control, bounds.idle).await;
                 }
                 Some(Ok(Message::Frame(_))) => {}
-                Some(Err(error)) => {
+                Some(Err(error)) if !went_away(&error) => {
                     unreadable(&mut client, &mut upstream, &error, provider, bounds).await;
                     return Ended::Unreadable;
                 }
-                None => {
+                Some(Err(_)) | None => {
+                    // Gone, with or without a closing handshake: nothing was half-read.
                     client_done = true;
                     if !upstream_done {
                         close(&mut upstream, CloseCode::Away, "the client went away", bounds.idle).await;
@@ -283,6 +284,18 @@ async fn unreadable(
         bounds.idle,
     )
     .await;
+}
+
+/// Whether a read error only means the peer went away (dropped the connection, with or without
+/// a closing handshake), as opposed to sending something that cannot be read.
+fn went_away(error: &WsError) -> bool {
+    matches!(
+        error,
+        WsError::Io(_)
+            | WsError::ConnectionClosed
+            | WsError::AlreadyClosed
+            | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+    )
 }
 
 /// Sends one message, waiting at most `idle`; false when the peer is gone or stuck.

@@ -115,6 +115,9 @@ struct Shared {
     /// What arrived on WebSocket connections, in order; `ws_seen` counts it for waiters.
     ws_events: Mutex<Vec<WsEvent>>,
     ws_seen: tokio::sync::watch::Sender<usize>,
+    /// Answer a `response.create` on `/v1/responses` with the Responses API's streamed events
+    /// (as Codex CLI expects) instead of echoing it.
+    ws_responses: AtomicBool,
 }
 
 impl Default for Shared {
@@ -126,6 +129,7 @@ impl Default for Shared {
             ids: AtomicU64::default(),
             ws_events: Mutex::default(),
             ws_seen: tokio::sync::watch::Sender::new(0),
+            ws_responses: AtomicBool::new(false),
         }
     }
 }
@@ -303,6 +307,12 @@ impl FakeUpstream {
         let inner = Arc::new(GateInner::default());
         lock(&self.shared.gates).push_back(inner.clone());
         SseGate { inner }
+    }
+
+    /// Makes `response.create` messages on `/v1/responses` sockets get the Responses API's
+    /// events back (what a real agent needs), instead of an echo.
+    pub fn answer_websockets_like_the_responses_api(&self) {
+        self.shared.ws_responses.store(true, Ordering::Relaxed);
     }
 
     /// Everything received on WebSocket connections so far (messages, closes, ends).
@@ -1169,7 +1179,8 @@ mod websocket {
     }
 
     /// Answers `101` and serves the socket: records every message and close, and echoes each
-    /// text or binary message back unchanged (so a test sees both directions through the proxy).
+    /// text or binary message back unchanged (so a test sees both directions through the proxy),
+    /// or answers a `response.create` like the Responses API when asked to.
     pub fn accept(
         req: &Recorded,
         on_upgrade: hyper::upgrade::OnUpgrade,
@@ -1182,6 +1193,8 @@ mod websocket {
             );
         };
         let accept = derive_accept_key(key.as_bytes());
+        let responses =
+            req.path.starts_with("/v1/responses") && shared.ws_responses.load(Ordering::Relaxed);
         tokio::spawn(async move {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
@@ -1192,8 +1205,15 @@ mod websocket {
                 match message {
                     Message::Text(text) => {
                         shared.ws_event(WsEvent::Text(text.as_str().to_owned()));
-                        if socket.send(Message::Text(text)).await.is_err() {
-                            break;
+                        let replies = if responses {
+                            response_events(text.as_str(), &shared).await
+                        } else {
+                            vec![text.as_str().to_owned()]
+                        };
+                        for reply in replies {
+                            if socket.send(Message::text(reply)).await.is_err() {
+                                break;
+                            }
                         }
                     }
                     Message::Binary(bytes) => {
@@ -1221,5 +1241,38 @@ mod websocket {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         response
+    }
+
+    /// The events `POST /v1/responses` would stream for this `response.create`, one JSON
+    /// document each (the data of each SSE event).
+    async fn response_events(message: &str, shared: &Shared) -> Vec<String> {
+        let Ok(mut body) = serde_json::from_str::<Value>(message) else {
+            return vec![json!({"type": "error", "error": {"message": "not JSON"}}).to_string()];
+        };
+        if let Some(object) = body.as_object_mut() {
+            object.remove("type");
+            object.insert("stream".into(), Value::Bool(true));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let request = Recorded {
+            method: "POST".into(),
+            path: "/v1/responses".into(),
+            headers,
+            body: Bytes::from(body.to_string()),
+            version: Version::HTTP_11,
+            host: "api.openai.com".into(),
+        };
+        let streamed = super::openai::responses(&request, shared).into_body();
+        // The body type cannot fail (`Infallible`).
+        let Ok(collected) = streamed.collect().await;
+        String::from_utf8_lossy(&collected.to_bytes())
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
     }
 }
