@@ -757,8 +757,10 @@ fn the_shipped_policy_lets_a_websocket_open_and_decides_each_message() {
             );
             let event: Value =
                 serde_json::from_str(&refusal.notice.expect("an error event")).unwrap();
-            assert_eq!(event["type"], "error");
-            let message = event["error"]["message"].as_str().expect("a message");
+            assert_eq!(event["type"], "response.failed");
+            let message = event["response"]["error"]["message"]
+                .as_str()
+                .expect("a message");
             assert!(message.contains("private-keys-never-leave"), "{message}");
             assert!(!event.to_string().contains(&private_key[40..80]));
         }

@@ -278,9 +278,12 @@ async fn a_blocked_message_closes_the_socket_with_the_reason_and_nothing_leaves(
     assert!(reason.contains("secret.aws_access_key_id"), "{reason}");
     assert!(reason.contains("decision "), "{reason}");
     assert!(!reason.contains(AWS_KEY));
-    assert_eq!(event["type"], "error");
-    assert_eq!(event["error"]["type"], "egress_guard_blocked");
-    let message = event["error"]["message"].as_str().expect("a message");
+    // Shaped as the Responses API's own refusal, which Codex CLI shows instead of retrying.
+    assert_eq!(event["type"], "response.failed");
+    let error = &event["response"]["error"];
+    assert_eq!(error["code"], "invalid_prompt");
+    assert_eq!(error["type"], "egress_guard_blocked");
+    let message = error["message"].as_str().expect("a message");
     assert!(message.contains("credentials-never-leave"), "{message}");
     assert!(!message.contains(AWS_KEY));
 
@@ -481,7 +484,11 @@ async fn realtime_events_are_read_whole_whatever_their_shape() {
         .send(Message::text(item.to_string()))
         .await
         .expect("send");
-    let (_, code, reason) = refusal(&mut socket).await;
+    let (event, code, reason) = refusal(&mut socket).await;
+    assert_eq!(event["type"], "error", "the Realtime API's error event");
+    assert!(event["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("credentials-never-leave")));
     assert_eq!(code, 1008);
     assert!(reason.contains("secret.aws_access_key_id"), "{reason}");
     let events = upstream.wait_ws_events(2).await;
@@ -507,18 +514,10 @@ async fn the_refuse_setting_still_answers_426_and_nothing_reaches_the_api() {
     assert!(upstream.requests().is_empty());
 }
 
-/// Codex CLI itself on its Responses WebSocket, through the proxy with the shipped policy, against
-/// the fake upstream: it keeps its socket (no fallback to HTTPS), its prompt arrives inspected
-/// (the key redacted) and the reply reaches it. Opt-in: needs `codex` on PATH (tried with 0.171),
-/// and must run where only loopback exists, so Codex's own traffic cannot leave the machine:
-/// `cargo test --no-run --test proxy_websocket` then
-/// `unshare -n sh -c 'ip link set lo up && target/debug/deps/proxy_websocket-* --ignored codex'`.
-#[tokio::test]
-#[ignore = "needs Codex CLI and a loopback-only network; see the doc comment"]
-async fn codex_cli_keeps_its_websocket_and_the_key_stays_home() {
-    let upstream = FakeUpstream::start().await;
-    upstream.answer_websockets_like_the_responses_api();
-    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
+/// Runs `codex exec PROMPT` through `guard` against the fake upstream behind it: a throwaway
+/// CODEX_HOME, a provider for `https://api.openai.com/v1` that supports WebSockets, the proxy as
+/// HTTPS_PROXY and its CA as the only extra root. Returns (success, stdout, stderr).
+async fn run_codex(guard: &Guard, prompt: &str) -> (bool, String, String) {
     let home = tempfile::tempdir().expect("CODEX_HOME");
     let provider = "model_providers.fake={name=\"fake\",base_url=\"https://api.openai.com/v1\",\
         env_key=\"OPENAI_API_KEY\",wire_api=\"responses\",supports_websockets=true}";
@@ -531,11 +530,7 @@ async fn codex_cli_keeps_its_websocket_and_the_key_stays_home() {
             "-c",
             provider,
         ])
-        .args([
-            "-m",
-            "gpt-5",
-            &format!("hello codex, deploy with {AWS_KEY}"),
-        ])
+        .args(["-m", "gpt-5", prompt])
         .env("CODEX_HOME", home.path())
         .env("OPENAI_API_KEY", "sk-fake")
         .env("HTTPS_PROXY", guard.proxy_url())
@@ -547,17 +542,39 @@ async fn codex_cli_keeps_its_websocket_and_the_key_stays_home() {
         .output()
         .await
         .expect("run codex");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let paths: Vec<String> = upstream
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn paths(upstream: &FakeUpstream) -> Vec<String> {
+    upstream
         .requests()
         .iter()
         .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+        .collect()
+}
+
+/// Codex CLI itself on its Responses WebSocket, through the proxy with the shipped policy, against
+/// the fake upstream: it keeps its socket (no fallback to HTTPS), its prompt arrives inspected
+/// (the key redacted) and the reply reaches it. Opt-in: needs `codex` on PATH (tried with 0.171),
+/// and must run where only loopback exists, so Codex's own traffic cannot leave the machine:
+/// `cargo test --no-run --test proxy_websocket` then
+/// `unshare -n sh -c 'ip link set lo up && target/debug/deps/proxy_websocket-* --ignored codex'`.
+#[tokio::test]
+#[ignore = "needs Codex CLI and a loopback-only network; see the doc comment"]
+async fn codex_cli_keeps_its_websocket_and_the_key_stays_home() {
+    let upstream = FakeUpstream::start().await;
+    upstream.answer_websockets_like_the_responses_api();
+    let guard = Guard::for_upstream(upstream.resolve_args(), upstream.ca_pem_path(), &[]);
+    let (ok, stdout, stderr) =
+        run_codex(&guard, &format!("hello codex, deploy with {AWS_KEY}")).await;
+    let paths = paths(&upstream);
     assert!(
-        out.status.success() && stdout.contains("hello codex"),
-        "codex failed ({})\nrequests: {paths:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+        ok && stdout.contains("hello codex"),
+        "codex failed\nrequests: {paths:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
         !paths.iter().any(|p| p.starts_with("POST /v1/responses")),
@@ -568,5 +585,31 @@ async fn codex_cli_keeps_its_websocket_and_the_key_stays_home() {
     assert!(!sent.is_empty(), "no message on the socket: {events:?}");
     assert!(sent.iter().all(|m| !m.contains(AWS_KEY)));
     assert!(sent.iter().any(|m| m.contains(PLACEHOLDER)), "{sent:?}");
-    assert!(!stdout.contains(AWS_KEY) || stdout.contains(PLACEHOLDER));
+}
+
+/// Same set-up with a policy that blocks credentials: Codex shows its user why (opt-in, as above).
+#[tokio::test]
+#[ignore = "needs Codex CLI and a loopback-only network; see the doc comment above"]
+async fn codex_cli_shows_why_a_message_was_blocked() {
+    let (upstream, guard, _policy) = start(blocking, &[]).await;
+    upstream.answer_websockets_like_the_responses_api();
+    let (ok, stdout, stderr) = run_codex(&guard, &format!("deploy with {AWS_KEY}")).await;
+    eprintln!(
+        "codex ok={ok}\nstdout:\n{stdout}\nstderr:\n{stderr}\nrequests: {:?}",
+        paths(&upstream)
+    );
+    assert!(texts(&upstream.ws_events())
+        .iter()
+        .all(|m| !m.contains(AWS_KEY)));
+    assert!(upstream
+        .requests()
+        .iter()
+        .all(|r| !r.body_text().contains(AWS_KEY)));
+    let shown = format!("{stdout}{stderr}");
+    assert!(shown.contains("egress-guard blocked"), "{shown}");
+    // Shown at once: no retries of the blocked message, no fallback to HTTPS.
+    assert_eq!(paths(&upstream), ["GET /v1/responses"]);
+    assert!(
+        !shown.contains("Q7RZ4MXW2KPL5TDN") || shown.contains(&format!("deploy with {AWS_KEY}"))
+    );
 }

@@ -164,7 +164,12 @@ impl MessageInspector for MessageGate {
             }
             Verdict::Respond(response) => MessageVerdict::Close(WsRefusal {
                 reason: close_reason(&decided.decision),
-                notice: error_event(response.body()),
+                notice: error_event(
+                    response.body(),
+                    provider == Provider::OpenAi
+                        && self.connection.path.path().ends_with("/responses"),
+                    &decided.decision.id,
+                ),
             }),
         }
     }
@@ -266,11 +271,34 @@ fn close_reason(decision: &Decision) -> String {
     reason
 }
 
-/// The provider-shaped error the HTTP path would have answered, as a last server event: with
-/// `"type": "error"` at its top level, which is how the Responses and Realtime sockets announce
-/// an error (Anthropic's error body has it already).
-fn error_event(body: &Bytes) -> Option<String> {
+/// The last server event the client gets before the close, so an agent shows its user why.
+///
+/// On OpenAI's Responses socket it is a `response.failed` whose error code is `invalid_prompt`:
+/// that is what the Responses API sends for a request it refuses, and what Codex CLI shows its
+/// user at once instead of retrying (a bare close makes it reconnect and resend the message five
+/// times, each blocked again, then fall back to HTTPS). Everywhere else it is the provider-shaped
+/// error the HTTP path would have answered, with `"type": "error"` at its top level, which is how
+/// the Realtime API announces an error (Anthropic's error body has it already).
+fn error_event(body: &Bytes, responses_socket: bool, decision_id: &str) -> Option<String> {
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if responses_socket {
+        let error = value.get("error")?;
+        let event = serde_json::json!({
+            "type": "response.failed",
+            "response": {
+                "id": format!("resp_egress_guard_{}", decision_id.replace('-', "")),
+                "object": "response",
+                "status": "failed",
+                "output": [],
+                "error": {
+                    "code": "invalid_prompt",
+                    "type": error.get("type").cloned().unwrap_or_default(),
+                    "message": error.get("message").cloned().unwrap_or_default(),
+                },
+            },
+        });
+        return serde_json::to_string(&event).ok();
+    }
     let object = value.as_object_mut()?;
     object
         .entry("type")
@@ -346,10 +374,20 @@ mod tests {
 
     #[test]
     fn an_error_event_is_typed_as_one() {
-        let body = Bytes::from_static(br#"{"error":{"message":"m","code":"blocked"}}"#);
-        let event: serde_json::Value =
-            serde_json::from_str(&error_event(&body).expect("JSON")).expect("JSON");
-        assert_eq!(event["type"], "error");
-        assert_eq!(event["error"]["code"], "blocked");
+        let body = Bytes::from_static(
+            br#"{"error":{"message":"m","type":"egress_guard_blocked","code":"blocked"}}"#,
+        );
+        let event = |responses| -> serde_json::Value {
+            serde_json::from_str(&error_event(&body, responses, "0a-1b").expect("JSON"))
+                .expect("JSON")
+        };
+        let realtime = event(false);
+        assert_eq!(realtime["type"], "error");
+        assert_eq!(realtime["error"]["code"], "blocked");
+        let responses = event(true);
+        assert_eq!(responses["type"], "response.failed");
+        assert_eq!(responses["response"]["status"], "failed");
+        assert_eq!(responses["response"]["error"]["code"], "invalid_prompt");
+        assert_eq!(responses["response"]["error"]["message"], "m");
     }
 }
