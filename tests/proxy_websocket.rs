@@ -341,6 +341,30 @@ async fn a_client_that_drops_its_connection_closes_the_upstream_one_and_is_not_a
 }
 
 #[tokio::test]
+async fn stopping_the_proxy_closes_an_open_inspected_socket_and_exits_cleanly() {
+    let (upstream, mut guard, _policy) = start(inspecting_default, &[]).await;
+    let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
+    let message = response_create("hello");
+    socket
+        .send(Message::text(message.clone()))
+        .await
+        .expect("send");
+    assert_eq!(next_text(&mut socket).await, message);
+
+    guard.terminate();
+    match socket.next().await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+        other => panic!("expected a going-away close, got {other:?}"),
+    }
+    let events = upstream.wait_ws_events(2).await;
+    assert!(
+        matches!(&events[1], WsEvent::Close(Some((1001, _)))),
+        "{events:?}"
+    );
+    assert!(guard.exit_status().await.success());
+}
+
+#[tokio::test]
 async fn a_binary_message_is_read_like_a_text_one() {
     let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
     let (mut socket, _) = open(&guard, "/v1/realtime").await.expect("upgraded");

@@ -424,7 +424,12 @@ impl PolicyGate {
 
         match action {
             Action::Block => {
-                let message = block_message(deciding, &judged);
+                let what = if message.is_some() {
+                    "this WebSocket message"
+                } else {
+                    "this request"
+                };
+                let message = block_message(what, deciding, &judged);
                 ctx.refuse(decision, StatusCode::FORBIDDEN, "blocked", message)
             }
             Action::Local => {
@@ -916,8 +921,8 @@ fn audit_path(uri: &http::Uri, flagged: &[&str]) -> String {
 }
 
 /// What the user reads: what was found and where (never the value), which rule, what to do.
-fn block_message(deciding: Option<&Ruling>, judged: &[Judged]) -> String {
-    let mut message = String::from("egress-guard blocked this request");
+fn block_message(what: &str, deciding: Option<&Ruling>, judged: &[Judged]) -> String {
+    let mut message = format!("egress-guard blocked {what}");
     let blocked: Vec<&Judged> = judged
         .iter()
         .filter(|j| j.ruling.action == Action::Block)
