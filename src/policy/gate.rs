@@ -3,7 +3,8 @@
 //! ```text
 //! route -> (websocket? refuse) -> size limit -> decode -> read (provider) -> detect
 //!   -> decide (rules, sanctioned keys, media) -> act (redact / pseudonymize / local / block)
-//!   -> audit (before anything leaves) -> verdict
+//!   -> audit (before anything leaves) -> verdict (+ for an inspected WebSocket, the
+//!      `websocket::MessageGate` that runs each client message through this same path)
 //! ```
 //!
 //! Fail closed: a body that cannot be decoded or read, a scanner failure, a body over the limit
