@@ -39,8 +39,11 @@ pub fn reload_counter() -> &'static IntCounterVec {
 pub fn reload(gate: &PolicyGate, dir: &Path, scanners: &ScannerFactory) -> Result<(), PolicyError> {
     match load_dir(dir, scanners) {
         Ok(policy) => {
-            tracing::info!(policy = %policy.policy.name, digest = %policy.digest, "policy reloaded");
+            let (name, digest) = (policy.policy.name.clone(), policy.digest.clone());
+            // In force before it is announced: whoever reads "policy reloaded" (an operator,
+            // a test) and sends a request gets the new policy.
             gate.replace(policy);
+            tracing::info!(policy = %name, digest = %digest, "policy reloaded");
             reload_counter().with_label_values(&["ok"]).inc();
             Ok(())
         }
