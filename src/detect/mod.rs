@@ -632,7 +632,25 @@ fn follows_letter(text: &[u8], at: usize) -> bool {
     }
 }
 
-fn is_digit_separator(b: u8) -> bool {
+/// [`DIGIT_CLASS`] bits: an ASCII digit, a separator allowed between digits.
+const DIGIT: u8 = 1;
+const SEPARATOR: u8 = 2;
+static DIGIT_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_digit() {
+            table[b] = DIGIT;
+        } else if is_digit_separator(c) {
+            table[b] = SEPARATOR;
+        }
+        b += 1;
+    }
+    table
+};
+
+const fn is_digit_separator(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.')
 }
 
@@ -648,6 +666,21 @@ fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize
     let mut probe = min - 1;
     let mut floor = 0;
     while probe < n {
+        // Four probes at a time without a branch each: most text has no digit at any of them.
+        // A probe is worth a closer look if it is a digit, or a separator before a digit.
+        if probe + 3 * min + 1 < n {
+            let look = |p: usize| {
+                let class = DIGIT_CLASS[usize::from(text[p])];
+                class | (class >> 1 & DIGIT_CLASS[usize::from(text[p + 1])])
+            };
+            if (look(probe) | look(probe + min) | look(probe + 2 * min) | look(probe + 3 * min))
+                & DIGIT
+                == 0
+            {
+                probe += 4 * min;
+                continue;
+            }
+        }
         let at = if digit(probe) {
             probe
         } else if is_digit_separator(text[probe])
@@ -764,6 +797,44 @@ match = ["ref AB 123456"]
         // a seven-digit run and for a run that follows no letter.
         assert!(detectors(&scanner, "ref AB1234567").is_empty());
         assert!(detectors(&scanner, "ref == 123456").is_empty());
+    }
+
+    #[test]
+    fn digit_runs_are_found_wherever_they_sit() {
+        let naive = |text: &str, min: usize| -> Vec<(usize, usize, usize)> {
+            regex::Regex::new(r"[0-9](?:[ .-]?[0-9])*")
+                .expect("regex")
+                .find_iter(text)
+                .map(|m| {
+                    let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
+                    (m.start(), m.end(), digits)
+                })
+                .filter(|&(_, _, digits)| digits >= min)
+                .collect()
+        };
+        let pieces = [
+            "4111 1111 1111 1111",
+            "12-34",
+            "536-22-8197",
+            "2024.01.02",
+            "1 2",
+            "x",
+        ];
+        for min in [6, 8, 13] {
+            for lead in 0..40 {
+                for (i, piece) in pieces.iter().enumerate() {
+                    let text = format!(
+                        "{}{piece} and {} then {}",
+                        "ab ".repeat(lead / 3) + &"z".repeat(lead % 3),
+                        pieces[(i + 1) % pieces.len()],
+                        "word ".repeat(lead % 7)
+                    );
+                    let mut found = Vec::new();
+                    digit_runs(text.as_bytes(), min, |s, e, d| found.push((s, e, d)));
+                    assert_eq!(found, naive(&text, min), "min {min}: {text:?}");
+                }
+            }
+        }
     }
 
     #[test]
