@@ -379,7 +379,7 @@ mod tests {
                     .into_iter()
                     .map(|b| b.span)
                     .collect();
-                assert_eq!(spans, [at..at + blob.len()], "{text:?}");
+                assert_eq!(spans, vec![at..at + blob.len()], "{text:?}");
             }
         }
     }
