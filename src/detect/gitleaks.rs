@@ -192,6 +192,7 @@ pub fn convert(text: &str) -> Result<Import, toml::de::Error> {
             digits: None,
             max_digits: None,
             digits_after_letter: false,
+            digits_separator: None,
             pattern: regex,
             group,
             entropy: rule.entropy,

@@ -192,6 +192,7 @@ impl Scanner {
                     min,
                     max: rule.spec.max_digits.unwrap_or(usize::MAX),
                     after_letter: rule.spec.digits_after_letter,
+                    separator: rule.spec.digits_separator.as_ref().map(|s| s.as_bytes()[0]),
                 });
             }
             for keyword in &rule.keywords {
@@ -375,6 +376,9 @@ impl Scanner {
                 for gate in &self.digit_rules {
                     if (gate.min..=gate.max).contains(&digits)
                         && (after_letter || !gate.after_letter)
+                        && gate
+                            .separator
+                            .is_none_or(|sep| memchr::memchr(sep, &text[start..end]).is_some())
                     {
                         hit(gate.rule, start, end, &mut whole);
                     }
@@ -619,6 +623,7 @@ struct DigitGate {
     min: usize,
     max: usize,
     after_letter: bool,
+    separator: Option<u8>,
 }
 
 /// Whether the byte before `at` (or before one space there) is an ASCII letter.
@@ -838,11 +843,27 @@ match = ["ref AB 123456"]
     }
 
     #[test]
+    fn a_separator_gated_rule_wakes_only_for_runs_joined_by_its_separator() {
+        let pack = DIGIT_PACK
+            .replace(
+                "max_digits = 6\ndigits_after_letter = true",
+                "digits_separator = \"-\"",
+            )
+            .replace("([0-9]{6})", "([0-9-]{7})");
+        let scanner = Scanner::from_packs(&[("test.toml", &pack)]).expect("pack loads");
+        assert_eq!(detectors(&scanner, "ref 123-456 ok"), ["pii.ref_number"]);
+        // The pattern alone matches seven digits; the gate wants a dash in the run.
+        assert!(detectors(&scanner, "ref 1234567 ok").is_empty());
+    }
+
+    #[test]
     fn digit_gate_options_without_digits_are_refused() {
         for bad in [
             "keywords = [\"ref\"]\nmax_digits = 6",
             "keywords = [\"ref\"]\ndigits_after_letter = true",
             "digits = 6\nmax_digits = 5",
+            "digits = 6\ndigits_separator = \"/\"",
+            "keywords = [\"ref\"]\ndigits_separator = \"-\"",
         ] {
             let pack = DIGIT_PACK.replace(
                 "digits = 6\nmax_digits = 6\ndigits_after_letter = true",

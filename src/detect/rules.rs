@@ -80,6 +80,10 @@ pub struct RuleSpec {
     /// every digit run inside an IBAN or a UK NINO does.
     #[serde(default, skip_serializing_if = "is_false")]
     pub digits_after_letter: bool,
+    /// With `digits`: only runs whose digits are joined by this separator somewhere (`-` for
+    /// an SSN), which keeps tables of plain or decimal numbers from waking the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits_separator: Option<String>,
     pub pattern: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<usize>,
@@ -400,6 +404,15 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
             ));
         }
         _ => {}
+    }
+    if let Some(separator) = &spec.digits_separator {
+        if spec.digits.is_none() || !matches!(separator.as_str(), " " | "-" | ".") {
+            return Err(invalid(
+                &origin,
+                &id,
+                "`digits_separator` needs `digits` and is one of \" \", \"-\" or \".\"".into(),
+            ));
+        }
     }
     if spec.digits_after_letter && spec.digits.is_none() {
         return Err(invalid(
