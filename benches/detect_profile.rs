@@ -70,6 +70,18 @@ fn main() {
                 mb / t.elapsed().as_secs_f64()
             );
         }
+        let mut unique = keywords.clone();
+        unique.sort();
+        unique.dedup();
+        let prefilter =
+            egress_guard::detect::prefilter::Prefilter::new(&unique).expect("prefilter");
+        let t = Instant::now();
+        let mut hits = 0;
+        prefilter.for_each(&input, |_, _, _| hits += 1);
+        println!(
+            "  keyword prefilter (shipped): {:.1} MB/s, {hits} hits",
+            mb / t.elapsed().as_secs_f64()
+        );
         let ac = aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))

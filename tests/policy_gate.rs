@@ -686,23 +686,89 @@ fn a_rule_can_send_a_request_to_a_local_model() {
     assert_eq!(audit.last().upstream.as_deref(), Some("local:ollama"));
 }
 
-#[test]
-fn a_websocket_upgrade_to_an_inspected_host_is_refused() {
-    let (gate, _) = gate(default_policy());
+fn websocket_upgrade(path: &str) -> Outbound {
     let mut r = request(
         "api.openai.com",
-        "/v1/responses",
+        path,
         &[
             ("upgrade", "websocket"),
             ("connection", "Upgrade"),
             ("openai-beta", "responses_websockets=2026-01-01"),
+            ("user-agent", "codex_cli_rs/0.170.0"),
         ],
         "",
     );
     r.parts.method = http::Method::GET;
-    let (status, error) = refused(gate.check(r));
+    r
+}
+
+#[test]
+fn a_websocket_upgrade_is_refused_when_the_policy_says_so() {
+    let (gate, _) = gate(policy_from(
+        r#"
+        name = "no-websockets"
+        [settings]
+        websocket = "refuse"
+        [[destination]]
+        hosts = ["@ai"]
+        route = "inspect"
+        "#,
+    ));
+    let (status, error) = refused(gate.check(websocket_upgrade("/v1/responses")));
     assert_eq!(status, 426);
     assert_eq!(error["error"]["code"], "websocket_refused");
+}
+
+#[test]
+fn the_shipped_policy_lets_a_websocket_open_and_decides_each_message() {
+    use egress_guard::proxy::gate::{MessageVerdict, WsMessage};
+    let (gate, audit) = gate(default_policy());
+    let upgrade = forwarded(gate.check(websocket_upgrade("/v1/responses")));
+    let connection = upgrade.decision_id.to_string();
+    let mut messages = upgrade.messages.expect("its messages are inspected");
+
+    let benign = json!({"type": "response.create", "model": "gpt-5-codex",
+        "input": [{"role": "user", "content": "explain lifetimes"}]})
+    .to_string();
+    match messages.client_message(WsMessage::Text(benign.clone())) {
+        MessageVerdict::Forward(WsMessage::Text(sent)) => assert_eq!(sent, benign),
+        other => panic!("expected it forwarded unchanged, got {other:?}"),
+    }
+    let decision = audit.last();
+    let websocket = decision.websocket.expect("a message decision");
+    assert_eq!(
+        (websocket.connection.as_str(), websocket.message),
+        (connection.as_str(), 1)
+    );
+    assert_eq!(decision.client, "codex-cli");
+    assert_eq!(decision.model.as_deref(), Some("gpt-5-codex"));
+
+    let private_key = fake_private_key();
+    let secret = json!({"type": "response.create", "model": "gpt-5-codex",
+        "input": [{"role": "user", "content": format!("deploy with {private_key}")}]})
+    .to_string();
+    match messages.client_message(WsMessage::Text(secret)) {
+        MessageVerdict::Close(refusal) => {
+            assert!(refusal.reason.len() <= 123, "{}", refusal.reason);
+            assert!(
+                refusal.reason.contains("secret.private_key_rsa"),
+                "{}",
+                refusal.reason
+            );
+            let event: Value =
+                serde_json::from_str(&refusal.notice.expect("an error event")).unwrap();
+            assert_eq!(event["type"], "response.failed");
+            let message = event["response"]["error"]["message"]
+                .as_str()
+                .expect("a message");
+            assert!(message.contains("private-keys-never-leave"), "{message}");
+            assert!(!event.to_string().contains(&private_key[40..80]));
+        }
+        other => panic!("expected the socket closed, got {other:?}"),
+    }
+    let decision = audit.last();
+    assert_eq!(decision.action, "block");
+    assert_eq!(decision.websocket.map(|w| w.message), Some(2));
 }
 
 #[test]

@@ -115,6 +115,7 @@ impl Gate for TestGate {
                 body,
                 response: Some(Box::new(SloppyRestore)),
                 upstream: None,
+                messages: None,
             });
         }
         if text.contains("alice") {
@@ -129,6 +130,7 @@ impl Gate for TestGate {
                 body,
                 response: Some(Box::new(Restore)),
                 upstream: None,
+                messages: None,
             });
         }
         let mut forward = Forward::unchanged(request);

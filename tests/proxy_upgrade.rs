@@ -1,6 +1,8 @@
 //! WebSocket-style upgrades on an intercepted host (OpenAI's Realtime API, Codex CLI's Responses
-//! socket). The shipped policy refuses them, so the agent falls back to HTTPS and nothing leaves
-//! uninspected; a gate that does allow one gets both directions relayed after `101`.
+//! socket). A policy that refuses them answers 426 without reaching the upstream, so the agent
+//! falls back to HTTPS and nothing leaves uninspected; a gate that allows one without inspecting
+//! its messages (the pass-through gate) gets both directions relayed as bytes after `101`. The
+//! shipped policy inspects them message by message: `tests/proxy_websocket.rs`.
 
 mod support;
 
@@ -117,12 +119,25 @@ const UPGRADE_REQUEST: &[u8] =
       Connection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer sk-rt\r\n\r\n";
 
 #[tokio::test]
-async fn the_shipped_policy_refuses_an_upgrade_and_nothing_reaches_the_upstream() {
+async fn a_policy_that_refuses_websockets_answers_426_and_nothing_reaches_the_upstream() {
     let server = echo_upgrade_server().await;
+    let policy = tempfile::tempdir().expect("policy dir");
+    std::fs::write(
+        policy.path().join("policy.toml"),
+        r#"
+        name = "no-websockets"
+        [settings]
+        websocket = "refuse"
+        [[destination]]
+        hosts = ["@ai"]
+        route = "inspect"
+        "#,
+    )
+    .expect("write policy");
     let guard = Guard::for_upstream(
         vec![format!("api.openai.com:443={}", server.addr)],
         server.ca_pem.path(),
-        &[],
+        &["--policy", policy.path().to_str().expect("UTF-8 path")],
     );
 
     let (head, _tls) = upgrade_through(guard.proxy, &guard.ca_pem()).await;

@@ -104,6 +104,13 @@ impl RestoreTable {
         }
     }
 
+    /// Adds `other`'s pairs (a WebSocket connection gathers its messages' surrogates).
+    pub fn merge(&mut self, other: RestoreTable) {
+        for (surrogate, original) in other.pairs {
+            self.insert(surrogate, original);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }

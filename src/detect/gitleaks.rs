@@ -190,6 +190,9 @@ pub fn convert(text: &str) -> Result<Import, toml::de::Error> {
             // gitleaks' catch-alls (`generic-api-key`) yield to specific rules, as ours do.
             generic: rule.id.starts_with("generic"),
             digits: None,
+            max_digits: None,
+            digits_after_letter: false,
+            digits_separator: None,
             pattern: regex,
             group,
             entropy: rule.entropy,

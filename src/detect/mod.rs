@@ -106,8 +106,8 @@ pub struct Scanner {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules with `always = true`: run on every input.
     always_rules: Vec<usize>,
-    /// Rules gated on digit runs: `(rule, digits needed)`, and the smallest of those counts.
-    digit_rules: Vec<(usize, usize)>,
+    /// Rules gated on digit runs, and the smallest digit count any of them needs.
+    digit_rules: Vec<DigitGate>,
     min_digits: Option<usize>,
     terms: Vec<dict::TermDictionary>,
     exact: Vec<dict::ExactMatch>,
@@ -186,8 +186,14 @@ impl Scanner {
                 always_rules.push(i);
                 continue;
             }
-            if let Some(digits) = rule.spec.digits {
-                digit_rules.push((i, digits));
+            if let Some(min) = rule.spec.digits {
+                digit_rules.push(DigitGate {
+                    rule: i,
+                    min,
+                    max: rule.spec.max_digits.unwrap_or(usize::MAX),
+                    after_letter: rule.spec.digits_after_letter,
+                    separator: rule.spec.digits_separator.as_ref().map(|s| s.as_bytes()[0]),
+                });
             }
             for keyword in &rule.keywords {
                 let slot = *keyword_index.entry(keyword.clone()).or_insert_with(|| {
@@ -221,7 +227,7 @@ impl Scanner {
             prefilter,
             keyword_rules,
             always_rules,
-            min_digits: digit_rules.iter().map(|&(_, n)| n).min(),
+            min_digits: digit_rules.iter().map(|gate| gate.min).min(),
             digit_rules,
             terms,
             exact,
@@ -328,10 +334,10 @@ impl Scanner {
         for &i in &self.always_rules {
             whole[i] = true;
         }
-        // Windows per rule, merged as hits arrive. The automaton reports hits in order of
-        // their end, so a new window almost always starts at or after the last one: merging
-        // in place replaces a sort of every hit. A rule whose hits did arrive out of order
-        // (single-byte keywords and digit runs come from their own passes) is sorted once.
+        // Windows per rule, merged as hits arrive. The prefilter reports hits in order within
+        // each of its passes (and each lane of its automaton), so a new window usually starts
+        // at or after the last one: merging in place replaces a sort of every hit. A rule
+        // whose hits did arrive out of order is sorted once.
         let mut windows: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.rules.len()];
         let mut disordered = vec![false; self.rules.len()];
         let len = text.len();
@@ -366,9 +372,15 @@ impl Scanner {
         });
         if let Some(min) = self.min_digits {
             digit_runs(text, min, |start, end, digits| {
-                for &(i, needed) in &self.digit_rules {
-                    if digits >= needed {
-                        hit(i, start, end, &mut whole);
+                let after_letter = follows_letter(text, start);
+                for gate in &self.digit_rules {
+                    if (gate.min..=gate.max).contains(&digits)
+                        && (after_letter || !gate.after_letter)
+                        && gate
+                            .separator
+                            .is_none_or(|sep| memchr::memchr(sep, &text[start..end]).is_some())
+                    {
+                        hit(gate.rule, start, end, &mut whole);
                     }
                 }
             });
@@ -604,7 +616,46 @@ fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
     Ok(rules)
 }
 
-fn is_digit_separator(b: u8) -> bool {
+/// A rule that runs around digit runs (`digits = N` in its pack) and which runs wake it.
+#[derive(Debug, Clone, Copy)]
+struct DigitGate {
+    rule: usize,
+    min: usize,
+    max: usize,
+    after_letter: bool,
+    separator: Option<u8>,
+}
+
+/// Whether the byte before `at` (or before one space there) is an ASCII letter.
+fn follows_letter(text: &[u8], at: usize) -> bool {
+    match at.checked_sub(1).map(|i| (i, text[i])) {
+        Some((_, b)) if b.is_ascii_alphabetic() => true,
+        Some((i, b' ')) => i
+            .checked_sub(1)
+            .is_some_and(|j| text[j].is_ascii_alphabetic()),
+        _ => false,
+    }
+}
+
+/// [`DIGIT_CLASS`] bits: an ASCII digit, a separator allowed between digits.
+const DIGIT: u8 = 1;
+const SEPARATOR: u8 = 2;
+static DIGIT_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_digit() {
+            table[b] = DIGIT;
+        } else if is_digit_separator(c) {
+            table[b] = SEPARATOR;
+        }
+        b += 1;
+    }
+    table
+};
+
+const fn is_digit_separator(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.')
 }
 
@@ -620,6 +671,21 @@ fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize
     let mut probe = min - 1;
     let mut floor = 0;
     while probe < n {
+        // Four probes at a time without a branch each: most text has no digit at any of them.
+        // A probe is worth a closer look if it is a digit, or a separator before a digit.
+        if probe + 3 * min + 1 < n {
+            let look = |p: usize| {
+                let class = DIGIT_CLASS[usize::from(text[p])];
+                class | (class >> 1 & DIGIT_CLASS[usize::from(text[p + 1])])
+            };
+            if (look(probe) | look(probe + min) | look(probe + 2 * min) | look(probe + 3 * min))
+                & DIGIT
+                == 0
+            {
+                probe += 4 * min;
+                continue;
+            }
+        }
         let at = if digit(probe) {
             probe
         } else if is_digit_separator(text[probe])
@@ -712,6 +778,101 @@ pattern = '''api_key\s{0,4}=\s{0,4}"([a-z0-9_]{8,64})"'''
 [rule.tests]
 match = ['api_key = "q8w7e6r5t4y3u2i1"']
 "#;
+
+    const DIGIT_PACK: &str = r#"
+[[rule]]
+id = "pii.ref_number"
+name = "Reference number"
+category = "pii"
+severity = "low"
+digits = 6
+max_digits = 6
+digits_after_letter = true
+pattern = '''([0-9]{6})'''
+[rule.tests]
+match = ["ref AB 123456"]
+"#;
+
+    #[test]
+    fn a_digit_gated_rule_wakes_only_for_runs_of_its_length_after_a_letter() {
+        let scanner = Scanner::from_packs(&[("test.toml", DIGIT_PACK)]).expect("pack loads");
+        assert_eq!(detectors(&scanner, "ref AB 123456 ok"), ["pii.ref_number"]);
+        assert_eq!(detectors(&scanner, "ref AB123456"), ["pii.ref_number"]);
+        // The pattern alone matches six digits anywhere; the gate keeps the rule asleep for
+        // a seven-digit run and for a run that follows no letter.
+        assert!(detectors(&scanner, "ref AB1234567").is_empty());
+        assert!(detectors(&scanner, "ref == 123456").is_empty());
+    }
+
+    #[test]
+    fn digit_runs_are_found_wherever_they_sit() {
+        let naive = |text: &str, min: usize| -> Vec<(usize, usize, usize)> {
+            regex::Regex::new(r"[0-9](?:[ .-]?[0-9])*")
+                .expect("regex")
+                .find_iter(text)
+                .map(|m| {
+                    let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
+                    (m.start(), m.end(), digits)
+                })
+                .filter(|&(_, _, digits)| digits >= min)
+                .collect()
+        };
+        let pieces = [
+            "4111 1111 1111 1111",
+            "12-34",
+            "536-22-8197",
+            "2024.01.02",
+            "1 2",
+            "x",
+        ];
+        for min in [6, 8, 13] {
+            for lead in 0..40 {
+                for (i, piece) in pieces.iter().enumerate() {
+                    let text = format!(
+                        "{}{piece} and {} then {}",
+                        "ab ".repeat(lead / 3) + &"z".repeat(lead % 3),
+                        pieces[(i + 1) % pieces.len()],
+                        "word ".repeat(lead % 7)
+                    );
+                    let mut found = Vec::new();
+                    digit_runs(text.as_bytes(), min, |s, e, d| found.push((s, e, d)));
+                    assert_eq!(found, naive(&text, min), "min {min}: {text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_separator_gated_rule_wakes_only_for_runs_joined_by_its_separator() {
+        let pack = DIGIT_PACK
+            .replace(
+                "max_digits = 6\ndigits_after_letter = true",
+                "digits_separator = \"-\"",
+            )
+            .replace("([0-9]{6})", "([0-9-]{7})");
+        let scanner = Scanner::from_packs(&[("test.toml", &pack)]).expect("pack loads");
+        assert_eq!(detectors(&scanner, "ref 123-456 ok"), ["pii.ref_number"]);
+        // The pattern alone matches seven digits; the gate wants a dash in the run.
+        assert!(detectors(&scanner, "ref 1234567 ok").is_empty());
+    }
+
+    #[test]
+    fn digit_gate_options_without_digits_are_refused() {
+        for bad in [
+            "keywords = [\"ref\"]\nmax_digits = 6",
+            "keywords = [\"ref\"]\ndigits_after_letter = true",
+            "digits = 6\nmax_digits = 5",
+            "digits = 6\ndigits_separator = \"/\"",
+            "keywords = [\"ref\"]\ndigits_separator = \"-\"",
+        ] {
+            let pack = DIGIT_PACK.replace(
+                "digits = 6\nmax_digits = 6\ndigits_after_letter = true",
+                bad,
+            );
+            let error = Scanner::from_packs(&[("test.toml", &pack)]).expect_err(bad);
+            assert!(error.to_string().contains("digits"), "{bad}: {error}");
+        }
+    }
 
     fn detectors(scanner: &Scanner, text: &str) -> Vec<String> {
         scanner

@@ -136,7 +136,8 @@ impl Folded {
 }
 
 /// The non-ASCII characters of `input`: `(offset, char or None for an invalid byte, length)`.
-/// Skips ASCII eight bytes at a time, so mostly-ASCII text costs little more than a memory read.
+/// Skips ASCII 64 bytes at a time (`is_ascii` is vectorised), so mostly-ASCII text costs little
+/// more than a memory read.
 struct NonAscii<'a> {
     input: &'a [u8],
     at: usize,
@@ -154,13 +155,8 @@ impl Iterator for NonAscii<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         let input = self.input;
         let mut i = self.at;
-        while i + 8 <= input.len() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&input[i..i + 8]);
-            if u64::from_ne_bytes(word) & 0x8080_8080_8080_8080 != 0 {
-                break;
-            }
-            i += 8;
+        while i + 64 <= input.len() && input[i..i + 64].is_ascii() {
+            i += 64;
         }
         let at = i + input.get(i..)?.iter().position(|&b| b >= 0x80)?;
         let head = &input[at..input.len().min(at + 4)];
@@ -216,7 +212,9 @@ fn is_b64(b: u8) -> bool {
 /// Encoded-looking runs in `input` that decode to text, at most `budget` decoded bytes in all.
 ///
 /// Only every `MIN_BASE64`-th byte is probed: a run at least that long must cover a probe, so
-/// the sweep reads a fraction of ordinary text instead of every byte.
+/// the sweep reads a fraction of ordinary text instead of every byte. A probe inside a word
+/// checks whether the word could be long enough from its far end, so that a short word lets
+/// the sweep skip ahead by almost two probes (the idea of Boyer-Moore's bad-character skip).
 pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
     let mut blobs = Vec::new();
     let n = input.len();
@@ -227,19 +225,25 @@ pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
             probe += MIN_BASE64;
             continue;
         }
-        let mut start = probe;
-        while start > floor && is_b64(input[start - 1]) {
-            start -= 1;
+        let start = run_start(input, floor, probe);
+        // A long enough run from `start` reaches `start + MIN_BASE64`: look for a byte that
+        // ends it first, from that far end back (in ordinary text one is a few bytes away),
+        // and if there is one, the next run that could be long enough starts after it.
+        let reach = start + MIN_BASE64;
+        if reach > n {
+            break;
         }
-        let mut end = probe + 1;
+        if let Some(stop) = (probe + 1..reach).rev().find(|&i| !is_b64(input[i])) {
+            floor = stop + 1;
+            probe = stop + MIN_BASE64;
+            continue;
+        }
+        let mut end = reach;
         while end < n && is_b64(input[end]) {
             end += 1;
         }
         floor = end;
         probe = end + MIN_BASE64;
-        if end - start < MIN_BASE64 {
-            continue;
-        }
         let run = &input[start..end];
         let mut padded = end;
         while padded < n && padded - end < 2 && input[padded] == b'=' {
@@ -263,6 +267,30 @@ pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
     }
     find_percent_runs(input, budget, &mut blobs);
     blobs
+}
+
+/// Where the run of base64 bytes that ends at `at` (inclusive) starts, not before `floor`.
+///
+/// Eight bytes per step, branching once per step: a byte-by-byte loop mispredicts its exit
+/// at the start of every word, and the sweep does this once per probe.
+fn run_start(input: &[u8], floor: usize, at: usize) -> usize {
+    let mut start = at;
+    while start >= floor + 8 {
+        let chunk = &input[start - 8..start];
+        // Bit i set when byte i of the chunk is base64; count the set bits from the top.
+        let mask = chunk.iter().enumerate().fold(0u8, |mask, (i, &b)| {
+            mask | (CLASS[usize::from(b)] & B64) << i
+        });
+        let run = mask.leading_ones() as usize;
+        start -= run;
+        if run < 8 {
+            return start;
+        }
+    }
+    while start > floor && is_b64(input[start - 1]) {
+        start -= 1;
+    }
+    start
 }
 
 /// Base64 that decodes to text. Tries a short head first so that a large image or archive is
@@ -355,6 +383,41 @@ fn percent_decode(run: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_start_agrees_with_a_byte_by_byte_walk() {
+        let input = b"ab cdefghijklmnopqrstu.vw xyz0123456789+/-_ABCDEFGHIJ!k \n lm";
+        for floor in 0..input.len() {
+            for at in floor..input.len() {
+                let mut naive = at;
+                while naive > floor && is_b64(input[naive - 1]) {
+                    naive -= 1;
+                }
+                assert_eq!(run_start(input, floor, at), naive, "floor {floor} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_sweep_finds_every_blob_whatever_its_offset_and_neighbours() {
+        use base64::Engine;
+        let blob =
+            base64::engine::general_purpose::STANDARD.encode("aws_secret = wJalrXUtnFEMI/K7MDENG");
+        // Words of every length up to one short of a blob, and punctuation, before it.
+        let words: Vec<String> = (1..MIN_BASE64).map(|n| "w".repeat(n)).collect();
+        for lead in 0..80 {
+            for word in [&words[0], &words[7], &words[MIN_BASE64 - 2]] {
+                let text = format!("{}{word} {blob} {word}.", "x,".repeat(lead / 2));
+                let at = text.find(&blob).expect("blob is in the text");
+                let mut budget = 1 << 20;
+                let spans: Vec<_> = find_blobs(text.as_bytes(), &mut budget)
+                    .into_iter()
+                    .map(|b| b.span)
+                    .collect();
+                assert_eq!(spans, vec![at..at + blob.len()], "{text:?}");
+            }
+        }
+    }
 
     #[test]
     fn zero_width_chars_are_dropped_and_map_back() {

@@ -72,6 +72,18 @@ pub struct RuleSpec {
     /// national ids): far cheaper than `always`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digits: Option<usize>,
+    /// With `digits`: runs of more digits than this are skipped (a UK NINO has exactly six,
+    /// an SSN nine), which keeps long numbers (hashes, timestamps) from waking the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_digits: Option<usize>,
+    /// With `digits`: only runs that follow an ASCII letter (one space may sit between), as
+    /// every digit run inside an IBAN or a UK NINO does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub digits_after_letter: bool,
+    /// With `digits`: only runs whose digits are joined by this separator somewhere (`-` for
+    /// an SSN), which keeps tables of plain or decimal numbers from waking the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits_separator: Option<String>,
     pub pattern: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<usize>,
@@ -379,6 +391,35 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
     }
     if spec.keywords.iter().any(|k| k.is_empty()) {
         return Err(invalid(&origin, &id, "empty keyword".into()));
+    }
+    match (spec.digits, spec.max_digits) {
+        (None, Some(_)) => {
+            return Err(invalid(&origin, &id, "`max_digits` needs `digits`".into()));
+        }
+        (Some(min), Some(max)) if max < min => {
+            return Err(invalid(
+                &origin,
+                &id,
+                format!("`max_digits` ({max}) is below `digits` ({min})"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(separator) = &spec.digits_separator {
+        if spec.digits.is_none() || !matches!(separator.as_str(), " " | "-" | ".") {
+            return Err(invalid(
+                &origin,
+                &id,
+                "`digits_separator` needs `digits` and is one of \" \", \"-\" or \".\"".into(),
+            ));
+        }
+    }
+    if spec.digits_after_letter && spec.digits.is_none() {
+        return Err(invalid(
+            &origin,
+            &id,
+            "`digits_after_letter` needs `digits`".into(),
+        ));
     }
     let hir = parse_pattern(&spec.pattern).map_err(|msg| RuleError::Regex {
         file: origin.file.clone(),

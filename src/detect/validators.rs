@@ -258,7 +258,14 @@ fn us_ssn(value: &[u8]) -> bool {
     let area = u32::from(d[0]) * 100 + u32::from(d[1]) * 10 + u32::from(d[2]);
     let group = u32::from(d[3]) * 10 + u32::from(d[4]);
     let serial = d[5..].iter().fold(0u32, |acc, &x| acc * 10 + u32::from(x));
-    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+    // Numbers the SSA voided after they were printed in advertising and sample cards.
+    const VOIDED: [(u32, u32, u32); 3] = [(78, 5, 1120), (219, 9, 9999), (123, 45, 6789)];
+    area != 0
+        && area != 666
+        && area < 900
+        && group != 0
+        && serial != 0
+        && !VOIDED.contains(&(area, group, serial))
 }
 
 /// Numbering plans: country calling code, then the national significant number's length range.
@@ -489,7 +496,9 @@ mod tests {
 
     #[test]
     fn ssn_rules() {
-        assert!(us_ssn(b"123-45-6789"));
+        assert!(us_ssn(b"536-22-8197"));
+        assert!(!us_ssn(b"123-45-6789"));
+        assert!(!us_ssn(b"078-05-1120"));
         assert!(!us_ssn(b"666-45-6789"));
         assert!(!us_ssn(b"912-45-6789"));
         assert!(!us_ssn(b"123-00-6789"));

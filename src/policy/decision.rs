@@ -43,6 +43,20 @@ pub struct Decision {
     /// For trial-stage rules: what the request would have got.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would: Option<&'static str>,
+    /// Set when the decision is about one message of an inspected WebSocket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketRef>,
+}
+
+/// Which WebSocket message a decision is about: each client message on an inspected
+/// WebSocket is decided (and recorded) on its own, tied to the upgrade that opened the
+/// connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebSocketRef {
+    /// The decision id of the upgrade request.
+    pub connection: String,
+    /// The message's position among the connection's client messages, from 1.
+    pub message: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,7 +3,8 @@
 //! ```text
 //! route -> (websocket? refuse) -> size limit -> decode -> read (provider) -> detect
 //!   -> decide (rules, sanctioned keys, media) -> act (redact / pseudonymize / local / block)
-//!   -> audit (before anything leaves) -> verdict
+//!   -> audit (before anything leaves) -> verdict (+ for an inspected WebSocket, the
+//!      `websocket::MessageGate` that runs each client message through this same path)
 //! ```
 //!
 //! Fail closed: a body that cannot be decoded or read, a scanner failure, a body over the limit
@@ -36,7 +37,9 @@ use super::decision::{
 };
 use super::evaluate::{self, FindingFacts, RequestFacts, Ruling};
 use super::loader::{key_fingerprint, LoadedPolicy};
-use super::model::{glob_match, is_ai_host, Action, Destination, Policy, RouteChoice};
+use super::model::{
+    glob_match, is_ai_host, Action, Destination, Policy, RouteChoice, WebSocketMode,
+};
 use super::{client, Detect};
 
 /// The rule name recorded when a personal (unsanctioned) API key decides a request.
@@ -46,17 +49,21 @@ pub const MEDIA_RULE: &str = "settings.media";
 
 /// The policy engine behind the proxy's inspection seam. The policy can be swapped at any time
 /// (reload); each request is decided entirely by the policy current when it arrived.
+///
+/// Cloning is cheap and a clone shares everything (policy in force, sink, keys, cache): an
+/// inspected WebSocket holds one, so each of its messages is decided by the current policy.
+#[derive(Clone)]
 pub struct PolicyGate {
-    current: ArcSwap<LoadedPolicy>,
+    current: Arc<ArcSwap<LoadedPolicy>>,
     sink: Arc<dyn AuditSink>,
     /// Hosts the command line adds to the inspected ones (`run --inspect HOST`).
     extra_inspect: Vec<String>,
     /// `run --refuse-others`: hosts the policy would tunnel are refused instead.
     refuse_others: bool,
     fingerprint_key: ring::hmac::Key,
-    pseudonymizer: Pseudonymizer,
-    scan_cache: super::scan_cache::ScanCache,
-    clean_groups: super::scan_cache::CleanGroups,
+    pseudonymizer: Arc<Pseudonymizer>,
+    scan_cache: Arc<super::scan_cache::ScanCache>,
+    clean_groups: Arc<super::scan_cache::CleanGroups>,
 }
 
 impl std::fmt::Debug for PolicyGate {
@@ -87,16 +94,16 @@ impl PolicyGate {
     /// A gate with a given local key (fingerprints and surrogates are derived from it).
     pub fn with_key(policy: LoadedPolicy, sink: Arc<dyn AuditSink>, key: &[u8]) -> Self {
         Self {
-            current: ArcSwap::from_pointee(policy),
+            current: Arc::new(ArcSwap::from_pointee(policy)),
             sink,
             extra_inspect: Vec::new(),
             refuse_others: false,
             fingerprint_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
-            pseudonymizer: Pseudonymizer::with_key(&[key, b"surrogates"].concat()),
+            pseudonymizer: Arc::new(Pseudonymizer::with_key(&[key, b"surrogates"].concat())),
             // Every group is cached, short ones included: an agent's conversation holds a few
             // hundred, so this keeps dozens of conversations (about 1 MB: no text is kept).
-            scan_cache: super::scan_cache::ScanCache::new(16_384),
-            clean_groups: super::scan_cache::CleanGroups::new(16_384),
+            scan_cache: Arc::new(super::scan_cache::ScanCache::new(16_384)),
+            clean_groups: Arc::new(super::scan_cache::CleanGroups::new(16_384)),
         }
     }
 
@@ -110,8 +117,8 @@ impl PolicyGate {
 
     /// How many scanned message groups to remember (0: scan everything every time).
     pub fn with_scan_cache(mut self, capacity: usize) -> Self {
-        self.scan_cache = super::scan_cache::ScanCache::new(capacity);
-        self.clean_groups = super::scan_cache::CleanGroups::new(capacity);
+        self.scan_cache = Arc::new(super::scan_cache::ScanCache::new(capacity));
+        self.clean_groups = Arc::new(super::scan_cache::CleanGroups::new(capacity));
         self
     }
 
@@ -130,7 +137,29 @@ impl PolicyGate {
     }
 
     /// Decides one request: the verdict for the proxy and the decision that was recorded.
+    ///
+    /// A WebSocket upgrade is refused (`settings.websocket = "refuse"`) or decided like any
+    /// request (its headers and query) and, if it may go, given the inspector that decides each
+    /// of the connection's messages.
     pub fn decide(&self, request: Outbound) -> (Verdict, Decision) {
+        let upgrade = is_websocket_upgrade(&request.parts.headers).then(|| {
+            super::websocket::Connection::of(&request, client::recognise(&request.parts.headers))
+        });
+        let decided = self.decide_in(request, None);
+        let (mut verdict, decision) = (decided.verdict, decided.decision);
+        if let (Some(connection), Verdict::Forward(forward)) = (upgrade, &mut verdict) {
+            forward.messages = Some(Box::new(super::websocket::MessageGate::new(
+                self.clone(),
+                connection,
+                decision.id.clone(),
+            )));
+        }
+        (verdict, decision)
+    }
+
+    /// Decides one request, or one WebSocket message (`message`), recording the decision;
+    /// also returns the surrogates it put in, for a connection that restores them later.
+    pub(super) fn decide_in(&self, request: Outbound, message: Option<&MessageOf>) -> Decided {
         let loaded = self.current.load_full();
         let policy = &loaded.policy;
         let id = DecisionId::new();
@@ -141,10 +170,7 @@ impl PolicyGate {
             body,
         } = request;
         let destination = find_destination(policy, &host);
-        let provider = destination
-            .and_then(|d| d.provider)
-            .map(Provider::from)
-            .unwrap_or_else(|| Provider::from_host(&host));
+        let provider = provider_of(destination, &host);
         let fail_open = destination.is_some_and(|d| d.fail_open);
         let client = client::recognise(&parts.headers);
         let (user, device) = user_and_device();
@@ -169,21 +195,34 @@ impl PolicyGate {
             reason: None,
             upstream: None,
             would: None,
+            websocket: None,
         };
+        if let Some(message) = message {
+            decision.client = message.client;
+            decision.websocket = Some(super::decision::WebSocketRef {
+                connection: message.connection.to_owned(),
+                message: message.index,
+            });
+        }
         let ctx = Ctx {
             gate: self,
             id,
             provider,
         };
+        // The provider a WebSocket message is read as: its API's own reading when the message
+        // carries that API's request body, else every string in it.
+        let reader = message.map_or(provider, |m| m.reader);
 
-        if is_websocket_upgrade(&parts.headers) {
-            // Only refusal is built: passing an upgrade through would let every message of
-            // the connection leave uninspected. Agents (Codex CLI) fall back to HTTPS.
+        if is_websocket_upgrade(&parts.headers)
+            && policy.settings.websocket == WebSocketMode::Refuse
+        {
+            // Passing an upgrade through uninspected would let every message of the connection
+            // leave unseen; this policy refuses it, and agents (Codex CLI) fall back to HTTPS.
             decision.path = audit_path(&parts.uri, &[]);
             let message = format!(
-                "egress-guard blocked a WebSocket connection to {host}: it cannot inspect WebSocket \
-                 messages yet, so only HTTPS requests are allowed. Clients that support it fall back \
-                 to HTTPS automatically"
+                "egress-guard blocked a WebSocket connection to {host}: this policy refuses \
+                 WebSockets to inspected hosts (settings.websocket = \"refuse\"), so only HTTPS \
+                 requests are allowed. Clients that support it fall back to HTTPS automatically"
             );
             // 426 rather than 403: a client with an HTTPS fallback (Codex CLI) reads "upgrade
             // refused, use plain HTTPS" from it; any other client still shows a clear error.
@@ -226,9 +265,9 @@ impl PolicyGate {
                         digest: &loaded.digest,
                         is_clean: &is_clean,
                     };
-                    providers::read_skipping_clean(provider, &parts, &decoded.bytes, &limits, skip)
+                    providers::read_skipping_clean(reader, &parts, &decoded.bytes, &limits, skip)
                 } else {
-                    providers::read_within(provider, &parts, &decoded.bytes, &limits)
+                    providers::read_within(reader, &parts, &decoded.bytes, &limits)
                 };
                 read.map(|content| (decoded, content))
                     .map_err(|e| Failure::Read(e.to_string()))
@@ -408,7 +447,12 @@ impl PolicyGate {
 
         match action {
             Action::Block => {
-                let message = block_message(deciding, &judged);
+                let what = if message.is_some() {
+                    "this WebSocket message"
+                } else {
+                    "this request"
+                };
+                let message = block_message(what, deciding, &judged);
                 ctx.refuse(decision, StatusCode::FORBIDDEN, "blocked", message)
             }
             Action::Local => {
@@ -419,6 +463,12 @@ impl PolicyGate {
                     let message = "egress-guard blocked this request: the policy sends it to a local model, but that endpoint is not configured correctly".to_owned();
                     return ctx.refuse(decision, StatusCode::FORBIDDEN, "blocked", message);
                 };
+                if message.is_some() {
+                    // A message belongs to a connection that is already open to its host; it
+                    // cannot be sent elsewhere on its own.
+                    let message = "egress-guard blocked this message: the policy sends it to a local model, which cannot be done for one message of a WebSocket to another host. Nothing was sent".to_owned();
+                    return ctx.refuse(decision, StatusCode::FORBIDDEN, "blocked", message);
+                }
                 decision.upstream = endpoint.map(|l| format!("local:{}", l.name));
                 if !prefix.is_empty() {
                     let path_and_query = parts
@@ -477,7 +527,9 @@ impl PolicyGate {
                     );
                     Some(Box::new(RestoreFilter::new(&table)) as Box<_>)
                 };
-                ctx.forward(decision, parts, new_body, filter, None)
+                let mut decided = ctx.forward(decision, parts, new_body, filter, None);
+                decided.restore = table;
+                decided
             }
             Action::Allow | Action::Monitor => ctx.forward_unchanged(decision, parts, body, None),
         }
@@ -499,7 +551,7 @@ impl Ctx<'_> {
         status: StatusCode,
         code: &'static str,
         message: String,
-    ) -> (Verdict, Decision) {
+    ) -> Decided {
         decision.action = "block";
         if decision.reason.is_none() && code != "blocked" {
             decision.reason = Some(message.clone());
@@ -509,7 +561,7 @@ impl Ctx<'_> {
             tracing::error!(decision = %decision.id, error = %e, "could not record a block decision");
         }
         let reply = ErrorReply::new(status, code, message).with_decision(self.id);
-        (
+        Decided::new(
             Verdict::Respond(reply.into_response(self.provider)),
             decision,
         )
@@ -521,7 +573,7 @@ impl Ctx<'_> {
         parts: http::request::Parts,
         body: Bytes,
         upstream: Option<UpstreamOverride>,
-    ) -> (Verdict, Decision) {
+    ) -> Decided {
         self.forward(decision, parts, body, None, upstream)
     }
 
@@ -533,7 +585,7 @@ impl Ctx<'_> {
         body: Bytes,
         response: Option<Box<dyn crate::proxy::gate::ResponseFilter>>,
         upstream: Option<UpstreamOverride>,
-    ) -> (Verdict, Decision) {
+    ) -> Decided {
         if let Err(e) = self.gate.sink.record(&decision) {
             decision.action = "block";
             decision.reason = Some(e.to_string());
@@ -543,7 +595,7 @@ impl Ctx<'_> {
                 format!("egress-guard blocked this request because it could not record the decision ({e}). Nothing was sent"),
             )
             .with_decision(self.id);
-            return (
+            return Decided::new(
                 Verdict::Respond(reply.into_response(self.provider)),
                 decision,
             );
@@ -554,9 +606,40 @@ impl Ctx<'_> {
             body,
             response,
             upstream,
+            messages: None,
         };
-        (Verdict::Forward(forward), decision)
+        Decided::new(Verdict::Forward(forward), decision)
     }
+}
+
+/// What [`PolicyGate::decide_in`] decided: the verdict, the decision as recorded, and the
+/// surrogates it put in the request (empty unless it pseudonymized).
+pub(super) struct Decided {
+    pub verdict: Verdict,
+    pub decision: Decision,
+    pub restore: RestoreTable,
+}
+
+impl Decided {
+    fn new(verdict: Verdict, decision: Decision) -> Self {
+        Self {
+            verdict,
+            decision,
+            restore: RestoreTable::default(),
+        }
+    }
+}
+
+/// A WebSocket message being decided, and the connection it belongs to.
+pub(super) struct MessageOf<'a> {
+    /// The decision id of the upgrade that opened the connection.
+    pub connection: &'a str,
+    /// 1 for the connection's first client message.
+    pub index: u64,
+    /// The agent, recognised from the upgrade request.
+    pub client: &'static str,
+    /// How to read the message (see `websocket::reader_for`).
+    pub reader: Provider,
 }
 
 /// Why a body could not be inspected.
@@ -640,6 +723,15 @@ impl Gate for PolicyGate {
     fn check(&self, request: Outbound) -> Verdict {
         self.decide(request).0
     }
+}
+
+/// The API a host's requests are read as: the destination's `provider` if policy names one,
+/// else the one the host name implies.
+pub fn provider_of(destination: Option<&Destination>, host: &str) -> Provider {
+    destination
+        .and_then(|d| d.provider)
+        .map(Provider::from)
+        .unwrap_or_else(|| Provider::from_host(host))
 }
 
 /// The first destination whose hosts match.
@@ -852,8 +944,8 @@ fn audit_path(uri: &http::Uri, flagged: &[&str]) -> String {
 }
 
 /// What the user reads: what was found and where (never the value), which rule, what to do.
-fn block_message(deciding: Option<&Ruling>, judged: &[Judged]) -> String {
-    let mut message = String::from("egress-guard blocked this request");
+fn block_message(what: &str, deciding: Option<&Ruling>, judged: &[Judged]) -> String {
+    let mut message = format!("egress-guard blocked {what}");
     let blocked: Vec<&Judged> = judged
         .iter()
         .filter(|j| j.ruling.action == Action::Block)

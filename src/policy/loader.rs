@@ -262,14 +262,6 @@ fn validate(file: &Path, text: &str, policy: &Policy) -> Result<(), PolicyError>
     if policy.name.trim().is_empty() {
         return Err(invalid("`name` must not be empty".into()));
     }
-    if policy.settings.websocket == super::model::WebSocketMode::Inspect {
-        // Inspecting WebSocket messages needs the proxy to hand each client frame to the gate;
-        // until it does, saying "inspect" must not silently mean "refuse".
-        return Err(invalid(
-            "settings.websocket = \"inspect\" is not supported by this version; use \"refuse\""
-                .into(),
-        ));
-    }
     for (i, destination) in policy.destinations.iter().enumerate() {
         if destination.hosts.is_empty() {
             return Err(invalid(format!("destination #{} lists no hosts", i + 1)));

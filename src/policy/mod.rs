@@ -13,6 +13,7 @@ pub mod loader;
 pub mod model;
 pub mod reload;
 pub mod scan_cache;
+pub mod websocket;
 
 use crate::detect::{Finding, Scanner};
 

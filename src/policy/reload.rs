@@ -39,9 +39,9 @@ pub fn reload_counter() -> &'static IntCounterVec {
 pub fn reload(gate: &PolicyGate, dir: &Path, scanners: &ScannerFactory) -> Result<(), PolicyError> {
     match load_dir(dir, scanners) {
         Ok(policy) => {
-            // In force before it is announced: whoever reads the log line (an operator, a
-            // test) may rely on the new policy deciding the next request.
             let (name, digest) = (policy.policy.name.clone(), policy.digest.clone());
+            // In force before it is announced: whoever reads "policy reloaded" (an operator,
+            // a test) and sends a request gets the new policy.
             gate.replace(policy);
             tracing::info!(policy = %name, digest = %digest, "policy reloaded");
             reload_counter().with_label_values(&["ok"]).inc();

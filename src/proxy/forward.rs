@@ -108,7 +108,7 @@ async fn intercept_inner(
     if let Err(answer) = plain_path(&path_and_query, provider) {
         return answer;
     }
-    let upgrade = hop::is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+    let upgrade = hop::is_websocket_upgrade(req.headers()) && req.version() == Version::HTTP_11;
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
 
@@ -127,18 +127,28 @@ async fn intercept_inner(
     if let Err(answer) = as_it_will_leave(&mut parts, &path_and_query, upgrade, provider) {
         return answer;
     }
-    let forward = match ask_gate(&shared, &dest, parts, body, provider).await {
+    let mut forward = match ask_gate(&shared, &dest, parts, body, provider).await {
         Ok(forward) => forward,
         Err(answer) => return answer,
     };
     let decision_id = forward.decision_id;
     let filter = forward.response;
+    let messages = forward.messages.take().filter(|_| upgrade);
+    if messages.is_some() {
+        // The message relay reads frames as sent; a compressed (permessage-deflate) message
+        // could not be inspected, so the extension is never offered upstream.
+        forward
+            .parts
+            .headers
+            .remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     // A gate may send the request elsewhere (a local model server chosen by policy); the proxy
     // honours that or nothing leaves, never the original destination by default.
     // Only such a policy-named endpoint (e.g. Ollama on localhost) may be plain http; the
     // request's own destination always goes over verified TLS.
     let (target, client) = match &forward.upstream {
         Some(elsewhere) => (Destination::from_override(elsewhere), &shared.client),
+        None if upgrade => (dest.clone(), &shared.upgrade_client),
         None => (dest.clone(), &shared.intercept_client),
     };
     let response = match send_upstream(&shared, client, &target, forward.parts, forward.body).await
@@ -151,7 +161,19 @@ async fn intercept_inner(
             )
         }
     };
-    to_client(&shared, response, client_upgrade, filter, decision_id)
+    let upgraded = client_upgrade.map(|client| Upgrade {
+        client,
+        messages,
+        provider,
+    });
+    to_client(&shared, response, upgraded, filter, decision_id)
+}
+
+/// A client's pending upgrade, and what inspects its messages if the gate asked for that.
+struct Upgrade {
+    client: hyper::upgrade::OnUpgrade,
+    messages: Option<Box<dyn super::gate::MessageInspector>>,
+    provider: Provider,
 }
 
 fn count(provider: Provider, action: &str) {
@@ -417,7 +439,7 @@ async fn send_upstream(
 fn to_client(
     shared: &Shared,
     mut response: Response<Incoming>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<Upgrade>,
     mut filter: Option<Box<dyn ResponseFilter>>,
     decision_id: DecisionId,
 ) -> Response<ProxyBody> {
@@ -425,14 +447,27 @@ fn to_client(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        shared.tracker.spawn(relay_upgraded(
-            client_upgrade,
-            upstream_upgrade,
-            shared.config.tunnel_idle_timeout,
-            shared.shutdown.clone(),
-        ));
+        let inspected = client_upgrade.messages.is_some();
+        let span = tracing::info_span!("upgraded", inspected, decision = %decision_id);
+        shared.tracker.spawn(
+            relay_upgraded(
+                client_upgrade,
+                upstream_upgrade,
+                super::websocket::Bounds {
+                    max_message: shared.config.max_body,
+                    idle: shared.config.tunnel_idle_timeout,
+                },
+                shared.shutdown.clone(),
+            )
+            .instrument(span),
+        );
         let (mut head, _) = response.into_parts();
         hop::strip(&mut head.headers, true);
+        if inspected {
+            // Not offered upstream, so an upstream that names an extension anyway is answered
+            // by frames the relay refuses; the client is never told to compress.
+            head.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+        }
         if let Some(decision) = decision {
             head.headers.insert(DECISION_HEADER, decision);
         }
@@ -453,13 +488,19 @@ fn to_client(
 }
 
 /// Relays an upgraded connection (WebSocket, ...) both ways until both sides close, it idles
-/// out, or the proxy stops (an open WebSocket must not hold a drain for its grace period).
+/// out, or the proxy stops (an open WebSocket must not hold a drain for its grace period): as
+/// WebSocket messages through the gate's inspector when it gave one, else as bytes.
 async fn relay_upgraded(
-    client: hyper::upgrade::OnUpgrade,
+    client: Upgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    idle: std::time::Duration,
+    bounds: super::websocket::Bounds,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let Upgrade {
+        client,
+        messages,
+        provider,
+    } = client;
     let both = tokio::select! {
         both = async { tokio::try_join!(client, upstream) } => both,
         _ = stop.cancelled() => return,
@@ -471,8 +512,19 @@ async fn relay_upgraded(
             return;
         }
     };
-    let ended =
-        super::relay::both_ways(TokioIo::new(client), TokioIo::new(upstream), idle, &stop).await;
+    if let Some(inspector) = messages {
+        let ended =
+            super::websocket::relay(client, upstream, inspector, provider, bounds, &stop).await;
+        tracing::debug!(?ended, "inspected WebSocket closed");
+        return;
+    }
+    let ended = super::relay::both_ways(
+        TokioIo::new(client),
+        TokioIo::new(upstream),
+        bounds.idle,
+        &stop,
+    )
+    .await;
     tracing::debug!(?ended, "upgraded connection closed");
 }
 

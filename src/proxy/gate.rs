@@ -37,6 +37,9 @@ pub struct Outbound {
 }
 
 /// What the gate decided.
+// A verdict is made once per request and moved a couple of times; boxing the larger variant
+// would cost an allocation per request to save a few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 pub enum Verdict {
     /// Send this request upstream.
     Forward(Forward),
@@ -57,6 +60,18 @@ pub struct Forward {
     /// Send the request here instead of to its own host (a local model server chosen by
     /// policy); `None` for the request's own destination.
     pub upstream: Option<UpstreamOverride>,
+    /// For a WebSocket upgrade the gate lets through: what inspects each message of the
+    /// connection once the upstream has answered `101`. `Some` means the proxy must run a
+    /// message relay (frames reassembled, every client message through the inspector) instead
+    /// of relaying bytes; `None` on an upgrade means the gate accepts the connection's bytes
+    /// uninspected (e.g. [`PassThrough`]).
+    ///
+    /// It travels in the `Forward` (rather than being a second `Gate` method) because it is
+    /// decided with the upgrade request: by the policy, the host, the client and the path that
+    /// request named, and it carries state across the connection's messages (the surrogates to
+    /// put back in later replies). The proxy owns the sockets and the framing; the inspector
+    /// only ever sees whole messages.
+    pub messages: Option<Box<dyn MessageInspector>>,
 }
 
 /// Another place to send a request: scheme and `host:port`. The request's path (already
@@ -77,7 +92,61 @@ impl Forward {
             body: outbound.body,
             response: None,
             upstream: None,
+            messages: None,
         }
+    }
+}
+
+/// One whole message from the client on an inspected WebSocket, reassembled from its frames
+/// (our own type, so the policy side does not depend on the framing crate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsMessage {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl WsMessage {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            WsMessage::Text(text) => text.as_bytes(),
+            WsMessage::Binary(bytes) => bytes,
+        }
+    }
+}
+
+/// What happens to one client message on an inspected WebSocket.
+#[derive(Debug)]
+pub enum MessageVerdict {
+    /// Send this upstream: the message as it came, or rewritten (redacted).
+    Forward(WsMessage),
+    /// Send nothing of it: the proxy closes the client's connection and the upstream one with
+    /// close code 1008 (policy violation).
+    Close(WsRefusal),
+}
+
+/// Why a WebSocket connection is closed, as the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsRefusal {
+    /// The close frame's reason. A close reason holds at most 123 bytes, so this is short:
+    /// detector, rule and decision id, never a value. The proxy cuts a longer one (at a
+    /// character boundary).
+    pub reason: String,
+    /// A last text message sent before the close frame, shaped as the provider's own error
+    /// event: many clients show a server's error event but only log a close reason.
+    pub notice: Option<String>,
+}
+
+/// Inspects the messages of one WebSocket connection, in order. Synchronous for the same
+/// reason as [`Gate::check`]; the proxy moves a large message's check off the async workers.
+pub trait MessageInspector: Send + 'static {
+    /// A whole client -> upstream text or binary message (pings, pongs and closes are not
+    /// inspected: they carry no content beyond 125 control bytes).
+    fn client_message(&mut self, message: WsMessage) -> MessageVerdict;
+    /// An upstream -> client text message; returns the messages the client gets in its place
+    /// (e.g. with the connection's surrogates put back; a restore may hold back the tail of a
+    /// streamed delta and send it with, or as, a later message). The default passes it on.
+    fn upstream_text(&mut self, text: String) -> Vec<String> {
+        vec![text]
     }
 }
 

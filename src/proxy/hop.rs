@@ -45,6 +45,19 @@ pub fn strip(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Whether the request asks to switch to WebSocket: the one upgrade the proxy carries.
+/// Any other (`h2c`, ...) has its upgrade headers dropped as hop-by-hop and goes as a plain
+/// request, since after a switch to a protocol the proxy cannot read, nothing could be inspected.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    is_upgrade(headers)
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
     headers
         .get_all(header::CONNECTION)
@@ -87,5 +100,19 @@ mod tests {
         strip(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade_the_proxy_carries() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        assert!(is_upgrade(&h));
+        assert!(!is_websocket_upgrade(&h));
+        h.insert("upgrade", HeaderValue::from_static("WebSocket"));
+        assert!(is_websocket_upgrade(&h));
     }
 }

@@ -17,6 +17,7 @@ mod listener;
 pub mod relay;
 pub mod sni;
 pub mod upstream;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +94,8 @@ pub(crate) struct Shared {
     pub(crate) client: UpstreamClient,
     /// Carries intercepted requests: HTTPS only.
     pub(crate) intercept_client: UpstreamClient,
+    /// Carries intercepted upgrade requests (WebSocket): HTTPS and HTTP/1.1 only.
+    pub(crate) upgrade_client: UpstreamClient,
     pub(crate) tcp: TcpConnector,
     pub(crate) config: ProxyConfig,
     pub(crate) shutdown: CancellationToken,
@@ -129,7 +132,8 @@ impl Proxy {
         let tls = crate::tls::upstream_client_config(&config.upstream_ca)?;
         let tcp = TcpConnector::new(resolve, config.connect_timeout);
         let client = upstream::client(tls.clone(), tcp.clone(), false);
-        let intercept_client = upstream::client(tls, tcp.clone(), true);
+        let intercept_client = upstream::client(tls.clone(), tcp.clone(), true);
+        let upgrade_client = upstream::upgrade_client(tls, tcp.clone());
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -162,6 +166,7 @@ impl Proxy {
             leaves: LeafCache::new(ca, config.leaf_cache_size),
             client,
             intercept_client,
+            upgrade_client,
             tcp,
             config,
             shutdown: shutdown.clone(),

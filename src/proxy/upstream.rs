@@ -130,6 +130,22 @@ pub fn client(tls: rustls::ClientConfig, tcp: TcpConnector, https_only: bool) ->
         builder.https_or_http()
     };
     let https = builder.enable_http1().enable_http2().wrap_connector(tcp);
+    pooled(https)
+}
+
+/// A client that speaks only HTTP/1.1 (and only https), for upgrade requests: a WebSocket
+/// upgrade is an HTTP/1.1 mechanism, and an upstream that offers HTTP/2 by ALPN (as the AI
+/// APIs do) would otherwise get it on a connection where it cannot work.
+pub fn upgrade_client(tls: rustls::ClientConfig, tcp: TcpConnector) -> UpstreamClient {
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(tcp);
+    pooled(https)
+}
+
+fn pooled(https: HttpsConnector<TcpConnector>) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())

@@ -112,6 +112,12 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     gates: Mutex<VecDeque<Arc<GateInner>>>,
     ids: AtomicU64,
+    /// What arrived on WebSocket connections, in order; `ws_seen` counts it for waiters.
+    ws_events: Mutex<Vec<WsEvent>>,
+    ws_seen: tokio::sync::watch::Sender<usize>,
+    /// Answer a `response.create` on `/v1/responses` with the Responses API's streamed events
+    /// (as Codex CLI expects) instead of echoing it.
+    ws_responses: AtomicBool,
 }
 
 impl Default for Shared {
@@ -121,6 +127,9 @@ impl Default for Shared {
             requests: Mutex::default(),
             gates: Mutex::default(),
             ids: AtomicU64::default(),
+            ws_events: Mutex::default(),
+            ws_seen: tokio::sync::watch::Sender::new(0),
+            ws_responses: AtomicBool::new(false),
         }
     }
 }
@@ -134,6 +143,12 @@ impl Shared {
 
     fn take_gate(&self) -> Option<Arc<GateInner>> {
         lock(&self.gates).pop_front()
+    }
+
+    fn ws_event(&self, event: WsEvent) {
+        let mut events = lock(&self.ws_events);
+        events.push(event);
+        self.ws_seen.send_replace(events.len());
     }
 }
 
@@ -293,6 +308,45 @@ impl FakeUpstream {
         lock(&self.shared.gates).push_back(inner.clone());
         SseGate { inner }
     }
+
+    /// Makes `response.create` messages on `/v1/responses` sockets get the Responses API's
+    /// events back (what a real agent needs), instead of an echo.
+    pub fn answer_websockets_like_the_responses_api(&self) {
+        self.shared.ws_responses.store(true, Ordering::Relaxed);
+    }
+
+    /// Everything received on WebSocket connections so far (messages, closes, ends).
+    pub fn ws_events(&self) -> Vec<WsEvent> {
+        lock(&self.shared.ws_events).clone()
+    }
+
+    /// Waits until at least `n` WebSocket events have arrived (woken by each one, never by a
+    /// timer; the bound only keeps a broken test from hanging the suite) and returns them all.
+    pub async fn wait_ws_events(&self, n: usize) -> Vec<WsEvent> {
+        let mut seen = self.shared.ws_seen.subscribe();
+        let waited = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            seen.wait_for(|count| *count >= n),
+        )
+        .await;
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "the fake upstream saw fewer than {n} WebSocket events: {:?}",
+            self.ws_events()
+        );
+        self.ws_events()
+    }
+}
+
+/// One thing the fake upstream saw on a WebSocket connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsEvent {
+    Text(String),
+    Binary(Vec<u8>),
+    /// A close frame: its code and reason.
+    Close(Option<(u16, String)>),
+    /// The connection ended (after a close, or without one).
+    Ended,
 }
 
 struct Pki {
@@ -377,7 +431,9 @@ async fn serve_connection(
             let sni = tls.get_ref().1.server_name().map(str::to_owned);
             let service =
                 hyper::service::service_fn(move |req| handle(req, shared.clone(), sni.clone()));
-            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+            let _ = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await;
         }
         None => {
             let service = hyper::service::service_fn(move |req| handle(req, shared.clone(), None));
@@ -393,7 +449,8 @@ async fn handle(
     shared: Arc<Shared>,
     sni: Option<String>,
 ) -> Result<Response<ReplyBody>, Infallible> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         // The client went away mid-body; answer anyway, nobody will read it.
@@ -436,7 +493,12 @@ async fn handle(
         lock(&shared.requests).push(recorded.clone());
     }
 
-    let mut response = route(&parts.method, &recorded, &shared);
+    let mut response = match on_upgrade {
+        Some(on_upgrade) if websocket::is_upgrade(&recorded.headers) => {
+            websocket::accept(&recorded, on_upgrade, shared.clone())
+        }
+        _ => route(&parts.method, &recorded, &shared),
+    };
     response
         .headers_mut()
         .insert("x-fake-upstream", HeaderValue::from_static("1"));
@@ -1095,5 +1157,122 @@ mod gemini {
                 &format!("method `{other}` is not served by the fake upstream"),
             ),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket (OpenAI's Responses socket and Realtime API): any path
+
+mod websocket {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
+
+    pub fn is_upgrade(headers: &HeaderMap) -> bool {
+        headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    }
+
+    /// Answers `101` and serves the socket: records every message and close, and echoes each
+    /// text or binary message back unchanged (so a test sees both directions through the proxy),
+    /// or answers a `response.create` like the Responses API when asked to.
+    pub fn accept(
+        req: &Recorded,
+        on_upgrade: hyper::upgrade::OnUpgrade,
+        shared: Arc<Shared>,
+    ) -> Response<ReplyBody> {
+        let Some(key) = req.headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": {"message": "no Sec-WebSocket-Key"}}),
+            );
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        let responses =
+            req.path.starts_with("/v1/responses") && shared.ws_responses.load(Ordering::Relaxed);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut socket =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            while let Some(Ok(message)) = socket.next().await {
+                match message {
+                    Message::Text(text) => {
+                        shared.ws_event(WsEvent::Text(text.as_str().to_owned()));
+                        let replies = if responses {
+                            response_events(text.as_str(), &shared).await
+                        } else {
+                            vec![text.as_str().to_owned()]
+                        };
+                        for reply in replies {
+                            if socket.send(Message::text(reply)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Message::Binary(bytes) => {
+                        shared.ws_event(WsEvent::Binary(bytes.to_vec()));
+                        if socket.send(Message::Binary(bytes)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Message::Close(frame) => {
+                        shared.ws_event(WsEvent::Close(
+                            frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            shared.ws_event(WsEvent::Ended);
+        });
+        let mut response = Response::new(full(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+
+    /// The events `POST /v1/responses` would stream for this `response.create`, one JSON
+    /// document each (the data of each SSE event).
+    async fn response_events(message: &str, shared: &Shared) -> Vec<String> {
+        let Ok(mut body) = serde_json::from_str::<Value>(message) else {
+            return vec![json!({"type": "error", "error": {"message": "not JSON"}}).to_string()];
+        };
+        if let Some(object) = body.as_object_mut() {
+            object.remove("type");
+            object.insert("stream".into(), Value::Bool(true));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let request = Recorded {
+            method: "POST".into(),
+            path: "/v1/responses".into(),
+            headers,
+            body: Bytes::from(body.to_string()),
+            version: Version::HTTP_11,
+            host: "api.openai.com".into(),
+        };
+        let streamed = super::openai::responses(&request, shared).into_body();
+        // The body type cannot fail (`Infallible`).
+        let Ok(collected) = streamed.collect().await;
+        String::from_utf8_lossy(&collected.to_bytes())
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(str::to_owned)
+            .collect()
     }
 }
