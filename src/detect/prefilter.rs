@@ -108,28 +108,26 @@ impl Prefilter {
         let Some(walk) = &self.automaton else {
             return;
         };
-        let mut report = |sid: StateID, end: usize| {
-            for i in 0..walk.dfa.match_len(sid) {
-                let pattern = walk.dfa.match_pattern(sid, i);
-                let len = walk.dfa.pattern_len(pattern);
-                found(self.multi_ids[pattern.as_usize()], end - len, end);
-            }
-        };
         let part = text.len() / LANES;
         if part < MIN_LANE.max(walk.overlap) {
-            walk.run(text, 0, walk.start, 0, &mut report);
+            walk.run(text, 0, walk.start, 0, &mut |sid, end| {
+                self.report(walk, sid, end, &mut found)
+            });
             return;
         }
         // Lane k owns the ends in (own[k], to[k]] and walks from `own[k] - overlap`.
-        let own: [usize; LANES] = std::array::from_fn(|k| k * part);
-        let to: [usize; LANES] = std::array::from_fn(|k| {
-            if k + 1 == LANES {
+        let mut from = [0usize; LANES];
+        let mut to = [0usize; LANES];
+        let mut own = [0usize; LANES];
+        for k in 0..LANES {
+            own[k] = k * part;
+            from[k] = own[k].saturating_sub(walk.overlap);
+            to[k] = if k + 1 == LANES {
                 text.len()
             } else {
-                own[k + 1]
-            }
-        });
-        let from: [usize; LANES] = std::array::from_fn(|k| own[k].saturating_sub(walk.overlap));
+                (k + 1) * part
+            };
+        }
         let steps = (0..LANES).map(|k| to[k] - from[k]).min().unwrap_or(0);
         let mut state = [walk.start; LANES];
         for step in 0..steps {
@@ -137,8 +135,8 @@ impl Prefilter {
                 let at = from[k] + step;
                 let next = walk.dfa.next_state(Anchored::No, state[k], text[at]);
                 state[k] = next;
-                if walk.dfa.is_special(next) && walk.dfa.is_match(next) && at >= own[k] {
-                    report(next, at + 1);
+                if walk.dfa.is_special(next) && walk.dfa.is_match(next) && at + 1 > own[k] {
+                    self.report(walk, next, at + 1, &mut found);
                 }
             }
         }
@@ -148,8 +146,27 @@ impl Prefilter {
                 from[k] + steps,
                 state[k],
                 own[k],
-                &mut report,
+                &mut |sid, end| self.report(walk, sid, end, &mut found),
             );
+        }
+    }
+}
+
+impl Prefilter {
+    /// The keywords that end at `end`, where the walk reached match state `sid`. Inlined: out
+    /// of line, the call made the lanes' loop keep its states in memory (25% slower).
+    #[inline(always)]
+    fn report(
+        &self,
+        walk: &Walk,
+        sid: StateID,
+        end: usize,
+        found: &mut impl FnMut(usize, usize, usize),
+    ) {
+        for i in 0..walk.dfa.match_len(sid) {
+            let pattern = walk.dfa.match_pattern(sid, i);
+            let len = walk.dfa.pattern_len(pattern);
+            found(self.multi_ids[pattern.as_usize()], end - len, end);
         }
     }
 }
