@@ -273,6 +273,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let gate = settings.gate()?;
         let proxy = Proxy::start(settings.proxy.clone(), gate).await?;
+        // Listening for SIGTERM before saying "listening": a service manager (or a test) that
+        // stops the proxy right after the start-up line must get a drain, not the default
+        // disposition of the signal, which kills the process on the spot.
+        let mut signals = StopSignals::new();
         announce(&proxy);
         if !proxy.proxy_addr.ip().is_loopback() {
             tracing::warn!(
@@ -289,13 +293,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let stop = proxy.shutdown_token();
         let grace = settings.proxy.drain_timeout;
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.recv().await;
             tracing::info!(
                 "stopping: no new connections; in-flight requests get up to {}s",
                 grace.as_secs()
             );
             stop.cancel();
-            wait_for_signal().await;
+            signals.recv().await;
             tracing::warn!("second signal: exiting without waiting");
             std::process::exit(1);
         });
@@ -332,25 +336,49 @@ pub fn init_logging(default: &str) {
         .try_init();
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, registered when this is made (not when first awaited).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            StopSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGINT or SIGTERM.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.term) => {}
+                _ = next(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
