@@ -334,10 +334,10 @@ impl Scanner {
         for &i in &self.always_rules {
             whole[i] = true;
         }
-        // Windows per rule, merged as hits arrive. The prefilter reports hits in order within
-        // each of its passes (and each lane of its automaton), so a new window usually starts
-        // at or after the last one: merging in place replaces a sort of every hit. A rule
-        // whose hits did arrive out of order is sorted once.
+        // Windows per rule, merged as hits arrive. The prefilter reports hits in order of
+        // their end, so a new window almost always starts at or after the last one: merging
+        // in place replaces a sort of every hit. A rule whose hits did arrive out of order
+        // (single-byte keywords and digit runs come from their own passes) is sorted once.
         let mut windows: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.rules.len()];
         let mut disordered = vec![false; self.rules.len()];
         let len = text.len();

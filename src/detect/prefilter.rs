@@ -166,8 +166,8 @@ impl Prefilter {
 }
 
 impl Prefilter {
-    /// The keywords that end at `end`, where the walk reached match state `sid`. Inlined: out
-    /// of line, the call made the lanes' loop keep its states in memory (25% slower).
+    /// The keywords that end at `end`, where the walk reached match state `sid`. Inlined: as a
+    /// cold out-of-line call the lanes' loop measured slower (about 610 against 710 MB/s).
     #[inline(always)]
     fn report(
         &self,
