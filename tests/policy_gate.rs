@@ -720,6 +720,30 @@ fn a_websocket_upgrade_is_refused_when_the_policy_says_so() {
 }
 
 #[test]
+fn a_websocket_named_second_among_several_upgrades_is_still_a_websocket() {
+    // The proxy carries the upgrade as a WebSocket if any `Upgrade` value says so; the policy
+    // must see the same request the same way, or the socket would be relayed unread.
+    let (gate, _) = gate(policy_from(
+        r#"
+        name = "no-websockets"
+        [settings]
+        websocket = "refuse"
+        [[destination]]
+        hosts = ["@ai"]
+        route = "inspect"
+        "#,
+    ));
+    let mut upgrade = websocket_upgrade("/v1/responses");
+    let headers = &mut upgrade.parts.headers;
+    headers.remove("upgrade");
+    headers.append("upgrade", "h2c".parse().unwrap());
+    headers.append("upgrade", "websocket".parse().unwrap());
+    let (status, error) = refused(gate.check(upgrade));
+    assert_eq!(status, 426);
+    assert_eq!(error["error"]["code"], "websocket_refused");
+}
+
+#[test]
 fn the_shipped_policy_lets_a_websocket_open_and_decides_each_message() {
     use egress_guard::proxy::gate::{MessageVerdict, WsMessage};
     let (gate, audit) = gate(default_policy());

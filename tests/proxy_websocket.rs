@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 use support::guard::{wire, Guard};
 use support::upstream::{FakeUpstream, WsEvent};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -338,6 +339,26 @@ async fn a_client_that_drops_its_connection_closes_the_upstream_one_and_is_not_a
         .await
         .expect("text");
     assert!(!metrics.contains(r#"action="block""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_close_reason_from_the_client_does_not_leave() {
+    // A close frame's reason is up to 123 bytes of the client's choosing: room for a key, and
+    // no inspection reads it. Only the code goes on.
+    let (upstream, guard, _policy) = start(inspecting_default, &[]).await;
+    let (mut socket, _) = open(&guard, "/v1/responses").await.expect("upgraded");
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "AKIAQYLPMN5HHHFPZAM2".into(),
+        })))
+        .await
+        .expect("close");
+    let events = upstream.wait_ws_events(1).await;
+    assert!(
+        matches!(&events[0], WsEvent::Close(Some((1000, reason))) if reason.is_empty()),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]

@@ -142,7 +142,7 @@ impl PolicyGate {
     /// request (its headers and query) and, if it may go, given the inspector that decides each
     /// of the connection's messages.
     pub fn decide(&self, request: Outbound) -> (Verdict, Decision) {
-        let upgrade = is_websocket_upgrade(&request.parts.headers).then(|| {
+        let upgrade = crate::proxy::is_websocket_upgrade(&request.parts.headers).then(|| {
             super::websocket::Connection::of(&request, client::recognise(&request.parts.headers))
         });
         let decided = self.decide_in(request, None);
@@ -213,7 +213,7 @@ impl PolicyGate {
         // carries that API's request body, else every string in it.
         let reader = message.map_or(provider, |m| m.reader);
 
-        if is_websocket_upgrade(&parts.headers)
+        if crate::proxy::is_websocket_upgrade(&parts.headers)
             && policy.settings.websocket == WebSocketMode::Refuse
         {
             // Passing an upgrade through uninspected would let every message of the connection
@@ -770,13 +770,6 @@ fn looks_like_ai_api(host: &str) -> bool {
         .iter()
         .any(|w| host.contains(w));
     api_like && ai_like
-}
-
-fn is_websocket_upgrade(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().contains("websocket"))
 }
 
 /// The API key a request is authenticated with, if any.

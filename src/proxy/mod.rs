@@ -19,6 +19,10 @@ pub mod sni;
 pub mod upstream;
 pub mod websocket;
 
+/// The proxy's own test for a WebSocket upgrade: the policy must decide on the very same
+/// requests the proxy then carries as WebSockets.
+pub use hop::is_websocket_upgrade;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -100,7 +100,11 @@ pub async fn relay(
                     match check(&mut inspector, message, provider).await {
                         Ok(forward) => {
                             if !send(&mut upstream, outgoing(forward), bounds.idle).await {
+                                // The client would go on sending into a socket that leads
+                                // nowhere: tell it, as when the upstream breaks off.
                                 upstream_done = true;
+                                client_done = true;
+                                close(&mut client, CloseCode::Error, "the upstream connection failed", bounds.idle).await;
                             }
                         }
                         Err(refusal) => {
@@ -110,10 +114,23 @@ pub async fn relay(
                     }
                 }
                 Some(Ok(control @ (Message::Ping(_) | Message::Pong(_) | Message::Close(_)))) => {
-                    // Control frames carry no content; passed on so liveness and the closing
-                    // handshake stay end to end. (tungstenite already answered a ping itself; a
-                    // second, unsolicited pong is allowed by RFC 6455 §5.5.3.)
-                    let _ = send(&mut upstream, control, bounds.idle).await;
+                    // Passed on so liveness and the closing handshake stay end to end, but
+                    // without their payload: up to 125 bytes a client chooses (room for a key)
+                    // would otherwise leave unread. A ping goes empty (tungstenite already
+                    // answered the client's own), a pong empty (RFC 6455 §5.5.3 allows an
+                    // unsolicited one), a close with its code only.
+                    let bare = match control {
+                        Message::Ping(_) => Message::Ping(Default::default()),
+                        Message::Pong(_) => Message::Pong(Default::default()),
+                        Message::Close(frame) => Message::Close(frame.map(|frame| {
+                            CloseFrame {
+                                code: frame.code,
+                                reason: Default::default(),
+                            }
+                        })),
+                        other => other,
+                    };
+                    let _ = send(&mut upstream, bare, bounds.idle).await;
                 }
                 Some(Ok(Message::Frame(_))) => {}
                 Some(Err(error)) if !went_away(&error) => {
