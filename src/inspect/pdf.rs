@@ -30,6 +30,8 @@ pub enum PdfError {
     RatioExceeded { ratio: usize },
     #[error("one of its compressed streams is corrupt")]
     Corrupt,
+    #[error("one of its page streams is compressed in a way egress-guard cannot read")]
+    Unsupported,
 }
 
 /// How far back from a `stream` keyword its dictionary is looked for.
@@ -72,8 +74,10 @@ pub fn text(pdf: &[u8], limits: &Limits) -> Result<String, PdfError> {
             start += 1;
         }
         let rest = pdf.get(start..).unwrap_or_default();
+        // A stream that never ends is a cut or crafted file: what it holds cannot be read, so
+        // it cannot be let through unread.
         let Some(length) = memmem::find(rest, b"endstream") else {
-            break;
+            return Err(PdfError::Corrupt);
         };
         let data = &rest[..length];
         pos = start + length + b"endstream".len();
@@ -98,7 +102,9 @@ pub fn text(pdf: &[u8], limits: &Limits) -> Result<String, PdfError> {
                 }
                 show_text(&content, &mut out);
             }
-            Filter::Other => {}
+            // Page content behind a filter this reader lacks (LZW, ASCII85, ...) would leave
+            // unread: fail closed, as for an undecodable body.
+            Filter::Other => return Err(PdfError::Unsupported),
         }
     }
     Ok(out)
@@ -437,9 +443,14 @@ mod tests {
     }
 
     #[test]
-    fn images_and_other_filters_are_skipped() {
-        let image = b"%PDF-1.4\n5 0 obj\n<< /Subtype /Image /Filter /FlateDecode >>\nstream\nnot zlib (x) Tj\nendstream\nendobj\n6 0 obj\n<< /Filter [/ASCII85Decode /FlateDecode] >>\nstream\n(y) Tj\nendstream\nendobj\n";
+    fn images_are_skipped_and_page_streams_behind_other_filters_refused() {
+        let image = b"%PDF-1.4\n5 0 obj\n<< /Subtype /Image /Filter /FlateDecode >>\nstream\nnot zlib (x) Tj\nendstream\nendobj\n";
         assert_eq!(text(image, &Limits::default()).unwrap(), "");
+        let chained = b"%PDF-1.4\n6 0 obj\n<< /Filter [/ASCII85Decode /FlateDecode] >>\nstream\n(y) Tj\nendstream\nendobj\n";
+        assert_eq!(
+            text(chained, &Limits::default()),
+            Err(PdfError::Unsupported)
+        );
     }
 
     #[test]
@@ -468,6 +479,29 @@ mod tests {
         broken.extend(corrupt);
         broken.extend(b"\x00\x01garbage\nendstream");
         assert_eq!(text(&broken, &Limits::default()), Err(PdfError::Corrupt));
+    }
+
+    #[test]
+    fn page_text_that_cannot_be_read_fails_closed() {
+        let with = |pdf: Vec<u8>, entries: &[u8]| {
+            let at = memmem::find(&pdf, b"<< /Length").expect("has a stream") + 3;
+            [&pdf[..at], entries, &pdf[at..]].concat()
+        };
+        let lzw = with(
+            pdf(b"BT (AKIAQYLPMN5HHHFPZAM2) Tj ET", false),
+            b"/Filter /LZWDecode ",
+        );
+        assert_eq!(text(&lzw, &Limits::default()), Err(PdfError::Unsupported));
+        let mut cut = pdf(b"BT (AKIAQYLPMN5HHHFPZAM2) Tj ET", true);
+        let at = memmem::find(&cut, b"endstream").expect("has an end");
+        cut.truncate(at);
+        assert_eq!(text(&cut, &Limits::default()), Err(PdfError::Corrupt));
+        // An image behind a filter the reader lacks is not page text: skipped, not refused.
+        let image = with(
+            pdf(b"\xff\xd8 jpeg bytes", false),
+            b"/Subtype /Image /Filter /DCTDecode ",
+        );
+        assert_eq!(text(&image, &Limits::default()), Ok(String::new()));
     }
 
     proptest::proptest! {
