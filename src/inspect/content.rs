@@ -116,6 +116,21 @@ const STRUCTURAL_KEYS: &[&str] = &[
     "format",
 ];
 
+/// Opaque blobs by API design (reasoning signatures, encrypted reasoning): never text.
+const OPAQUE_KEYS: &[&str] = &["signature", "encrypted_content"];
+
+/// Longest value of a structural key that is taken for an identifier or enum and skipped.
+const MAX_STRUCTURAL_VALUE: usize = 256;
+
+/// Whether the generic walk skips `key: value`: an opaque blob, or a structural key holding a
+/// short string. Anything else under a structural key (an object, an array, a long string) is
+/// walked: the key alone does not make what is under it safe.
+fn skipped_member(key: &str, value: &Node) -> bool {
+    OPAQUE_KEYS.contains(&key)
+        || STRUCTURAL_KEYS.contains(&key)
+            && matches!(value, Node::Str(range) if range.len() <= MAX_STRUCTURAL_VALUE)
+}
+
 impl<'a> Collector<'a> {
     pub fn new(body: &'a [u8]) -> Self {
         Self::with_limits(body, Limits::default())
@@ -272,7 +287,7 @@ impl<'a> Collector<'a> {
             }
             Node::Object(members) => {
                 for (key, value) in members {
-                    if !STRUCTURAL_KEYS.contains(&key.as_ref()) {
+                    if !skipped_member(key, value) {
                         self.strings(Some(value), &join(path, key));
                     }
                 }

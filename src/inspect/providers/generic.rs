@@ -52,6 +52,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn under_a_structural_key_only_a_short_string_is_skipped() {
+        let body = r#"{"type":"conversation.item.create","id":"evt_1",
+            "item":{"status":{"note":"AKIAQYLPMN5HHHFPZAM2"},"detail":["keep me"],
+            "signature":"opaque"}}"#;
+        let read = crate::inspect::providers::segments_read_by(read_json, body);
+        let texts: Vec<&str> = read.iter().map(|(_, text)| text.as_str()).collect();
+        assert_eq!(texts, ["AKIAQYLPMN5HHHFPZAM2", "keep me"], "{read:?}");
+    }
+
+    #[test]
     fn form_values_are_decoded_and_map_back() {
         let parts = http::Request::builder()
             .header("content-type", "application/x-www-form-urlencoded")
