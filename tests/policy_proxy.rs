@@ -125,6 +125,30 @@ async fn a_secret_is_redacted_before_it_leaves_for_every_provider() {
 }
 
 #[tokio::test]
+async fn a_secret_in_a_field_the_reader_does_not_know_is_redacted_too() {
+    // `metadata`, tool definitions, a field added to the API later: not content fields, but
+    // bytes that leave all the same.
+    let upstream = FakeUpstream::start().await;
+    let guard = guard(&upstream, &[]);
+    let body = json!({
+        "model": "gpt-5-codex",
+        "input": "hello",
+        "metadata": {"note": format!("deploy key {AWS_KEY}")},
+    })
+    .to_string();
+    let response = post(
+        &guard,
+        "https://api.openai.com/v1/responses",
+        &[],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let seen = upstream.last_request().unwrap().body_text();
+    assert_eq!(seen, body.replace(AWS_KEY, PLACEHOLDER));
+}
+
+#[tokio::test]
 async fn personal_data_leaves_as_a_surrogate_and_comes_back_as_itself() {
     let upstream = FakeUpstream::start().await;
     let guard = guard(&upstream, &[]);

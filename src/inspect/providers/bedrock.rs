@@ -8,13 +8,23 @@ use super::{anthropic, generic};
 
 pub fn read(c: &mut Collector, root: &Node, path: &str) {
     c.content.model = model_from_path(path);
-    if path.ends_with("/converse") || path.ends_with("/converse-stream") {
+    if is_converse(path) {
         converse(c, root);
-    } else if root.get("anthropic_version").is_some() || root.get("messages").is_some() {
+    } else if reads_as_messages(root, path) {
         anthropic::read(c, root);
     } else {
         generic::read_json(c, root);
     }
+}
+
+fn is_converse(path: &str) -> bool {
+    path.ends_with("/converse") || path.ends_with("/converse-stream")
+}
+
+/// Whether the body is read by its `system` and `messages` (Converse, or a Claude model's
+/// Anthropic Messages body) rather than generically.
+pub fn reads_as_messages(root: &Node, path: &str) -> bool {
+    is_converse(path) || root.get("anthropic_version").is_some() || root.get("messages").is_some()
 }
 
 fn converse(c: &mut Collector, root: &Node) {

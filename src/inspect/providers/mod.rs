@@ -76,6 +76,9 @@ fn read_inner(
             Provider::Bedrock => bedrock::read(&mut collector, &node, path),
             Provider::Generic => generic::read_json(&mut collector, &node),
         }
+        if let Some(read) = read_fields(provider, &node, path) {
+            read_rest(&mut collector, &node, read);
+        }
         if collector.content.model.is_none() {
             collector.content.model = node.get("model").and_then(|m| m.as_str(body));
         }
@@ -87,6 +90,32 @@ fn read_inner(
     content.segments.extend(query_segments(parts, &mut group));
     content.segments.extend(header_segments(parts, &mut group));
     Ok(content)
+}
+
+/// The top-level fields the provider's reader walks in its own way, or `None` when it walked
+/// the whole body (the generic reader).
+fn read_fields(provider: Provider, root: &Node, path: &str) -> Option<&'static [&'static str]> {
+    match provider {
+        Provider::Anthropic => Some(&["system", "messages"]),
+        Provider::OpenAi => Some(&["instructions", "messages", "input", "prompt"]),
+        Provider::Gemini => Some(&["systemInstruction", "system_instruction", "contents"]),
+        Provider::Bedrock => {
+            bedrock::reads_as_messages(root, path).then_some(&["system", "messages"])
+        }
+        Provider::Generic => None,
+    }
+}
+
+/// Every other top-level field (tool definitions, `metadata`, a field added to the API after
+/// this reader was written), walked like any JSON: a value is never left unscanned only because
+/// the reader does not know its field. Each field is a group of its own.
+fn read_rest(c: &mut Collector, root: &Node, read: &[&str]) {
+    for (key, value) in root.members().unwrap_or_default() {
+        if !read.contains(&key.as_ref()) {
+            c.group();
+            c.strings(Some(value), key);
+        }
+    }
 }
 
 /// A body is read as JSON when it says so, or (when it does not say) when it looks like it.
@@ -303,6 +332,46 @@ mod tests {
             .collect();
         assert_eq!(locations, vec!["query.q", "header.x-custom-note"]);
         assert_eq!(content.segments[0].text.text, "hello world");
+    }
+
+    /// `(location, text)` of the body segments a provider's read gives (query and headers
+    /// left out).
+    fn body_segments(provider: Provider, uri: &str, body: &str) -> Vec<(String, String)> {
+        read(provider, &parts(uri), body.as_bytes())
+            .unwrap()
+            .segments
+            .into_iter()
+            .filter(|s| s.place == Place::Body)
+            .map(|s| (s.location, s.text.text))
+            .collect()
+    }
+
+    #[test]
+    fn fields_a_reader_does_not_know_are_read_too_and_its_own_only_once() {
+        let body = r#"{"model":"gpt-5","input":"hello","metadata":{"ticket":"AKIAQYLPMN5HHHFPZAM2"},
+            "tools":[{"type":"function","name":"lookup","description":"find a customer"}],
+            "temperature":0.2}"#;
+        assert_eq!(
+            body_segments(Provider::OpenAi, "/v1/responses", body),
+            [
+                ("input".to_owned(), "hello".to_owned()),
+                ("model".to_owned(), "gpt-5".to_owned()),
+                (
+                    "metadata.ticket".to_owned(),
+                    "AKIAQYLPMN5HHHFPZAM2".to_owned()
+                ),
+                ("tools[0].name".to_owned(), "lookup".to_owned()),
+                (
+                    "tools[0].description".to_owned(),
+                    "find a customer".to_owned()
+                ),
+            ]
+        );
+        let body = r#"{"system":"be brief","messages":[{"role":"user","content":"hi"}],
+            "metadata":{"user_id":"bob@example.com"}}"#;
+        let read = body_segments(Provider::Anthropic, "/v1/messages", body);
+        let texts: Vec<&str> = read.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts, ["be brief", "hi", "bob@example.com"], "{read:?}");
     }
 
     #[test]
