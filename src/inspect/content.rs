@@ -97,7 +97,8 @@ pub struct UnreadablePart {
     pub reason: PdfError,
 }
 
-/// Keys that never carry user content in any API: identifiers, enums, signatures, hashes.
+/// Keys that never carry user content in any API: identifiers, enums, hashes (a short string
+/// under one is skipped; see [`skipped_member`]).
 const STRUCTURAL_KEYS: &[&str] = &[
     "type",
     "id",
@@ -105,13 +106,11 @@ const STRUCTURAL_KEYS: &[&str] = &[
     "tool_use_id",
     "tool_call_id",
     "call_id",
-    "signature",
     "media_type",
     "mime_type",
     "mimeType",
     "cache_control",
     "status",
-    "encrypted_content",
     "detail",
     "format",
 ];
