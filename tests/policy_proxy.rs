@@ -426,15 +426,7 @@ async fn a_broken_policy_never_replaces_a_working_one() {
     assert_eq!(post(&guard, url, &[], body.clone()).await.status(), 200);
     assert!(upstream.last_body().contains(EMAIL));
 
-    let metrics = guard
-        .direct_client()
-        .get(guard.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = guard.metrics().await;
     assert!(
         metrics.contains("egress_guard_policy_reloads_total{result=\"error\"} 1"),
         "{metrics}"

@@ -296,15 +296,7 @@ async fn a_blocked_message_closes_the_socket_with_the_reason_and_nothing_leaves(
     );
     assert!(texts(&upstream.ws_events()).is_empty());
     // Counted like a blocked request.
-    let metrics = guard
-        .direct_client()
-        .get(guard.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = guard.metrics().await;
     assert!(
         metrics.contains(r#"egress_guard_requests_total{action="block",provider="openai"} 1"#),
         "{metrics}"
@@ -329,15 +321,7 @@ async fn a_client_that_drops_its_connection_closes_the_upstream_one_and_is_not_a
         matches!(&events[1], WsEvent::Close(Some((1001, _)))),
         "{events:?}"
     );
-    let metrics = guard
-        .direct_client()
-        .get(guard.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = guard.metrics().await;
     assert!(!metrics.contains(r#"action="block""#), "{metrics}");
 }
 

@@ -136,6 +136,18 @@ impl Guard {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The Prometheus text the admin listener serves at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.direct_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Everything the binary has printed to stderr so far.
     pub fn log(&self) -> Vec<String> {
         self.log.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
