@@ -75,12 +75,18 @@ fn main() {
         unique.dedup();
         let prefilter =
             egress_guard::detect::prefilter::Prefilter::new(&unique).expect("prefilter");
-        let t = Instant::now();
+        // Best of nine: this one is compared across changes, on a machine whose speed swings.
+        let mut best = f64::MAX;
         let mut hits = 0;
-        prefilter.for_each(&input, |_, _, _| hits += 1);
+        for _ in 0..9 {
+            let t = Instant::now();
+            hits = 0;
+            prefilter.for_each(&input, |_, _, _| hits += 1);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
         println!(
-            "  keyword prefilter (shipped): {:.1} MB/s, {hits} hits",
-            mb / t.elapsed().as_secs_f64()
+            "  keyword prefilter (shipped, best of 9): {:.1} MB/s, {hits} hits",
+            mb / best
         );
         let ac = aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)

@@ -1,49 +1,71 @@
 //! The keyword prefilter: every occurrence of every rule keyword (case-insensitive).
 //!
-//! One aho-corasick DFA over all keywords, built with `MatchKind::Standard` so that keywords
-//! that overlap each other (`sk-`, `sk-ant-`) are all reported, as the rule engine needs.
+//! Keywords that overlap each other (`sk-`, `sk-ant-`) are all reported, as the rule engine
+//! needs. Single-byte keywords are found with `memchr`, two-byte ones with `memchr` on their
+//! first byte; every longer keyword is *anchored* on one of its three-byte substrings.
 //!
-//! Why the automaton is stepped here rather than searched with `find_overlapping_iter`: with
-//! ~470 case-insensitive keywords no prefilter of the crate applies, and each byte's step is a
-//! table load that depends on the previous one, so one walk through the text runs at the
-//! latency of that load (~430 MB/s here). The text is instead cut into [`LANES`] lanes walked
-//! in lockstep: eight independent chains of loads that the CPU overlaps, about twice as fast
-//! (benches/detect_profile.rs). Each lane starts early by the longest keyword's length less
-//! one, so that a keyword across a lane boundary is seen whole, and reports only the keywords
-//! that *end* in its own part, so that nothing is reported twice.
+//! Why anchors rather than an automaton: an aho-corasick DFA over ~470 case-insensitive
+//! keywords steps through every byte with a table load that depends on the previous one, and
+//! its latency bounds the walk (about 0.9 GB/s with eight lanes walked in lockstep). Here each
+//! position's next three bytes, case-folded, are hashed into a 128 KiB table that marks the
+//! anchors; the positions are independent of each other, so the CPU overlaps their loads,
+//! and twelve of them are tested per step from two 8-byte reads (benches/detect_profile.rs).
+//! Only where the table says "maybe" are the keywords anchored there compared in full.
 //!
-//! Measured and not taken: aho-corasick's SIMD Teddy searchers (one pass per 64 keywords,
-//! 2-4x slower); hashing every position's next four bytes into a table of keyword
-//! fingerprints (1.4x faster than one walk, slower than the lanes).
+//! Each keyword's anchor is its rarest trigram in ordinary text, judged by a list of the most
+//! common trigrams of code and English (`common_trigrams.txt`, made by
+//! `scripts/common-trigrams.py`), so that the table says "maybe" seldom: `secret_key` is
+//! anchored on `t_k`, not on `sec`. A keyword occurrence always contains its anchor at a
+//! known offset, so nothing is missed whatever the text; a rare anchor only makes it faster.
+//!
+//! Measured and not taken: the eight-lane automaton (half the speed), aho-corasick's SIMD
+//! Teddy searchers (one pass per 64 keywords, 2-4x slower than one automaton), a Teddy-style
+//! nibble filter over all anchors (with ~370 anchors it passes one position in seven).
 
-use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::{dfa, Anchored, MatchKind};
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
-/// Lanes walked in lockstep: enough independent loads to hide the latency of each.
-const LANES: usize = 8;
-/// Below this many bytes per lane, one walk: the lanes' overlap would cost more than it saves.
-const MIN_LANE: usize = 1024;
+/// log2 of the anchor table's size: with ~400 anchors, 0.3% of slots are marked, so a
+/// position that holds no anchor is rarely sent to the full comparison.
+const TABLE_BITS: u32 = 17;
+const TABLE_LEN: usize = 1 << TABLE_BITS;
+/// Positions tested per step: six trigrams from each of two 8-byte reads.
+const STEP: usize = 12;
+/// Bytes one step reads: the last trigram starts at `STEP - 1`.
+const WINDOW: usize = STEP + 2;
+
+/// The most common trigrams of ordinary text, most common first (see the module doc).
+const COMMON_TRIGRAMS: &str = include_str!("common_trigrams.txt");
 
 pub struct Prefilter {
-    /// Multi-byte keywords; `multi_ids[i]` is automaton pattern i's keyword index.
-    automaton: Option<Walk>,
-    multi_ids: Vec<usize>,
-    /// Single-byte keywords: `(byte, keyword index)`, found with `memchr`.
+    /// Single-byte keywords: `(byte, keyword index)`.
     single: Vec<(u8, usize)>,
+    /// Two-byte keywords: `(bytes, keyword index)`.
+    pairs: Vec<([u8; 2], usize)>,
+    /// Every longer keyword, anchored on a trigram.
+    anchors: Option<Anchors>,
+    keywords: usize,
 }
 
-/// The automaton and what a walk needs to know about it.
-struct Walk {
-    dfa: dfa::DFA,
-    start: StateID,
-    /// The longest keyword's length less one: how far before its own part a lane starts.
-    overlap: usize,
+/// The anchor table and the keywords behind each of its marks.
+struct Anchors {
+    /// Hashed folded trigram -> index into `slots` (0: no anchor hashes here). Several table
+    /// entries may share a slot once there are more than 255 of them.
+    table: Box<[u8; TABLE_LEN]>,
+    slots: Vec<Vec<Anchored>>,
+}
+
+/// A keyword whose anchor starts `offset` bytes into it.
+struct Anchored {
+    id: usize,
+    offset: usize,
+    keyword: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Prefilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prefilter")
-            .field("keywords", &(self.multi_ids.len() + self.single.len()))
+            .field("keywords", &self.keywords)
             .finish()
     }
 }
@@ -52,43 +74,22 @@ impl Prefilter {
     /// `keywords` must be lower-case ASCII-folded; their index is what `for_each` reports.
     pub fn new(keywords: &[Vec<u8>]) -> Result<Self, String> {
         let mut single = Vec::new();
-        let mut multi = Vec::new();
-        let mut multi_ids = Vec::new();
-        for (i, keyword) in keywords.iter().enumerate() {
+        let mut pairs = Vec::new();
+        let mut long = Vec::new();
+        for (id, keyword) in keywords.iter().enumerate() {
             match keyword.as_slice() {
                 [] => {}
-                [byte] => single.push((*byte, i)),
-                _ => {
-                    multi.push(keyword.as_slice());
-                    multi_ids.push(i);
-                }
+                [byte] => single.push((*byte, id)),
+                [first, second] => pairs.push(([*first, *second], id)),
+                _ => long.push((id, keyword.as_slice())),
             }
         }
-        let automaton = if multi.is_empty() {
-            None
-        } else {
-            let dfa = dfa::Builder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                // The crate's own prefilter would make the start state "special" and send
-                // every return to it through the slow path of the walk below.
-                .prefilter(false)
-                .build(&multi)
-                .map_err(|error| error.to_string())?;
-            let start = dfa
-                .start_state(Anchored::No)
-                .map_err(|error| error.to_string())?;
-            let overlap = multi.iter().map(|k| k.len()).max().unwrap_or(1) - 1;
-            Some(Walk {
-                dfa,
-                start,
-                overlap,
-            })
-        };
+        let anchors = (!long.is_empty()).then(|| Anchors::new(&long));
         Ok(Prefilter {
-            automaton,
-            multi_ids,
             single,
+            pairs,
+            anchors,
+            keywords: keywords.len(),
         })
     }
 
@@ -97,107 +98,163 @@ impl Prefilter {
     /// end.
     pub fn for_each(&self, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
         for &(byte, id) in &self.single {
-            let other = if byte.is_ascii_lowercase() {
-                byte.to_ascii_uppercase()
-            } else {
-                byte
-            };
-            for at in memchr::memchr2_iter(byte, other, text) {
+            for at in memchr::memchr2_iter(byte, byte.to_ascii_uppercase(), text) {
                 found(id, at, at + 1);
             }
         }
-        let Some(walk) = &self.automaton else {
-            return;
-        };
-        let part = text.len() / LANES;
-        if part < MIN_LANE.max(walk.overlap) {
-            walk.run(text, 0, walk.start, 0, &mut |sid, end| {
-                self.report(walk, sid, end, &mut found)
-            });
-            return;
-        }
-        // Lane k owns the ends in (own[k], to[k]] and walks from `own[k] - overlap`.
-        let mut from = [0usize; LANES];
-        let mut to = [0usize; LANES];
-        let mut own = [0usize; LANES];
-        for k in 0..LANES {
-            own[k] = k * part;
-            from[k] = own[k].saturating_sub(walk.overlap);
-            to[k] = if k + 1 == LANES {
-                text.len()
-            } else {
-                (k + 1) * part
-            };
-        }
-        let steps = (0..LANES).map(|k| to[k] - from[k]).min().unwrap_or(0);
-        let mut state = [walk.start; LANES];
-        // Hits are reported in order of their end, as one walk would: the rule engine merges
-        // each rule's windows as they arrive and must sort them otherwise (measured: on a
-        // request that repeats a keyword thousands of times, out-of-order hits made the
-        // whole scan 1.6x slower). Lane 0's hits go out at once; the others' wait their turn.
-        let mut held: [Vec<(StateID, usize)>; LANES] = std::array::from_fn(|_| Vec::new());
-        for step in 0..steps {
-            for k in 0..LANES {
-                let at = from[k] + step;
-                let next = walk.dfa.next_state(Anchored::No, state[k], text[at]);
-                state[k] = next;
-                if walk.dfa.is_special(next) && walk.dfa.is_match(next) && at + 1 > own[k] {
-                    if k == 0 {
-                        self.report(walk, next, at + 1, &mut found);
-                    } else {
-                        held[k].push((next, at + 1));
-                    }
+        // (end, start, keyword index): sorted by end once at the end. The rule engine merges
+        // each rule's windows as hits arrive and would have to sort them otherwise.
+        let mut hits = Vec::new();
+        for &([first, second], id) in &self.pairs {
+            for at in memchr::memchr2_iter(first, first.to_ascii_uppercase(), text) {
+                if text
+                    .get(at + 1)
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&second))
+                {
+                    hits.push((at + 2, at, id));
                 }
             }
         }
-        for k in 0..LANES {
-            for &(sid, end) in &held[k] {
-                self.report(walk, sid, end, &mut found);
+        if let Some(anchors) = &self.anchors {
+            anchors.find(text, &mut hits);
+        }
+        hits.sort_unstable();
+        for (end, start, id) in hits {
+            found(id, start, end);
+        }
+    }
+}
+
+/// The anchor-table slot of the trigram in the low three bytes of `bytes` (the fourth is
+/// ignored), ASCII case folded: `& 0xDF` maps both cases of a letter to one value, and any
+/// two bytes equal but for case to the same value.
+#[inline(always)]
+fn slot_of(bytes: u32) -> usize {
+    ((bytes & 0x00DF_DFDF).wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
+}
+
+/// The trigram starting at `at`, read as the low bytes of a `u32`; zero past the end.
+#[inline(always)]
+fn trigram_at(text: &[u8], at: usize) -> u32 {
+    let byte = |i: usize| u32::from(text.get(at + i).copied().unwrap_or(0));
+    byte(0) | byte(1) << 8 | byte(2) << 16
+}
+
+/// Trigram -> rank in [`COMMON_TRIGRAMS`] (0: the most common), lower-case.
+fn common_trigrams() -> &'static HashMap<[u8; 3], usize> {
+    static RANKS: OnceLock<HashMap<[u8; 3], usize>> = OnceLock::new();
+    RANKS.get_or_init(|| {
+        COMMON_TRIGRAMS
+            .lines()
+            .filter_map(|line| {
+                let byte = |i: usize| u8::from_str_radix(line.get(2 * i..2 * i + 2)?, 16).ok();
+                Some([byte(0)?, byte(1)?, byte(2)?])
+            })
+            .enumerate()
+            .map(|(rank, gram)| (gram, rank))
+            .collect()
+    })
+}
+
+/// Where `keyword` (three bytes or more) is anchored: its least common trigram, and among
+/// trigrams absent from the list, the one with fewest letters (digits and punctuation are
+/// rarer in a row than letters), then the first.
+fn anchor_offset(keyword: &[u8]) -> usize {
+    let ranks = common_trigrams();
+    (0..=keyword.len().saturating_sub(3))
+        .min_by_key(|&at| {
+            let gram: [u8; 3] = std::array::from_fn(|i| keyword[at + i].to_ascii_lowercase());
+            let commonness = ranks.get(&gram).map_or(0, |rank| ranks.len() - rank);
+            let letters = gram.iter().filter(|b| b.is_ascii_alphabetic()).count();
+            (commonness, letters, at)
+        })
+        .unwrap_or(0)
+}
+
+impl Anchors {
+    /// `keywords`: `(index, keyword)`, each at least three bytes long.
+    fn new(keywords: &[(usize, &[u8])]) -> Self {
+        let mut table = Box::new([0u8; TABLE_LEN]);
+        let mut slots: Vec<Vec<Anchored>> = vec![Vec::new()];
+        for &(id, keyword) in keywords {
+            let offset = anchor_offset(keyword);
+            let slot = slot_of(trigram_at(keyword, offset));
+            if table[slot] == 0 {
+                table[slot] = match u8::try_from(slots.len()) {
+                    Ok(index) => {
+                        slots.push(Vec::new());
+                        index
+                    }
+                    // Out of slots: share one (every keyword behind it is compared in full).
+                    Err(_) => (1 + slot % 255) as u8,
+                };
             }
-            walk.run(
-                &text[..to[k]],
-                from[k] + steps,
-                state[k],
-                own[k],
-                &mut |sid, end| self.report(walk, sid, end, &mut found),
-            );
+            slots[usize::from(table[slot])].push(Anchored {
+                id,
+                offset,
+                keyword: keyword.into(),
+            });
+        }
+        Anchors { table, slots }
+    }
+
+    /// Pushes `(end, start, index)` for every keyword occurrence in `text`.
+    fn find(&self, text: &[u8], hits: &mut Vec<(usize, usize, usize)>) {
+        let table = &*self.table;
+        let mut at = 0;
+        while let Some(window) = text.get(at..).and_then(|rest| rest.first_chunk::<WINDOW>()) {
+            let near = u64::from_le_bytes(window[..8].try_into().unwrap_or_default());
+            let far = u64::from_le_bytes(window[6..].try_into().unwrap_or_default());
+            let mut marked = 0;
+            for k in 0..6 {
+                marked |= table[slot_of((near >> (8 * k)) as u32)]
+                    | table[slot_of((far >> (8 * k)) as u32)];
+            }
+            if marked != 0 {
+                self.confirm_step(text, at, [near, far], hits);
+            }
+            at += STEP;
+        }
+        for start in at..text.len().saturating_sub(2) {
+            self.confirm(text, start, table[slot_of(trigram_at(text, start))], hits);
         }
     }
-}
 
-impl Prefilter {
-    /// The keywords that end at `end`, where the walk reached match state `sid`. Inlined: as a
-    /// cold out-of-line call the lanes' loop measured slower (about 610 against 710 MB/s).
-    #[inline(always)]
-    fn report(
-        &self,
-        walk: &Walk,
-        sid: StateID,
-        end: usize,
-        found: &mut impl FnMut(usize, usize, usize),
-    ) {
-        for i in 0..walk.dfa.match_len(sid) {
-            let pattern = walk.dfa.match_pattern(sid, i);
-            let len = walk.dfa.pattern_len(pattern);
-            found(self.multi_ids[pattern.as_usize()], end - len, end);
-        }
-    }
-}
-
-impl Walk {
-    /// Walks `text[at..]` from `state`, reporting matches that end after `own`.
-    fn run(
+    /// The slow path of one step of [`Anchors::find`], out of line so that the fast one keeps
+    /// its registers: confirms each of the step's positions that the table marks.
+    #[inline(never)]
+    fn confirm_step(
         &self,
         text: &[u8],
         at: usize,
-        mut state: StateID,
-        own: usize,
-        report: &mut impl FnMut(StateID, usize),
+        words: [u64; 2],
+        hits: &mut Vec<(usize, usize, usize)>,
     ) {
-        for (at, &byte) in text.iter().enumerate().skip(at) {
-            state = self.dfa.next_state(Anchored::No, state, byte);
-            if self.dfa.is_special(state) && self.dfa.is_match(state) && at >= own {
-                report(state, at + 1);
+        for (k, word) in words.into_iter().enumerate() {
+            for i in 0..6 {
+                let slot = self.table[slot_of((word >> (8 * i)) as u32)];
+                self.confirm(text, at + 6 * k + i, slot, hits);
+            }
+        }
+    }
+
+    /// Compares the keywords behind `slot` (the table's entry for the trigram at `at`) with
+    /// the text around it.
+    #[inline(always)]
+    fn confirm(&self, text: &[u8], at: usize, slot: u8, hits: &mut Vec<(usize, usize, usize)>) {
+        if slot == 0 {
+            return;
+        }
+        for anchored in &self.slots[usize::from(slot)] {
+            let Some(start) = at.checked_sub(anchored.offset) else {
+                continue;
+            };
+            let end = start + anchored.keyword.len();
+            if text
+                .get(start..end)
+                .is_some_and(|found| found.eq_ignore_ascii_case(&anchored.keyword))
+            {
+                hits.push((end, start, anchored.id));
             }
         }
     }
@@ -257,9 +314,56 @@ mod tests {
     }
 
     #[test]
-    fn keywords_across_lane_boundaries_are_found_once() {
-        // Long enough for eight lanes; keywords at every offset around each lane boundary,
-        // including the longest one, which needs the whole overlap.
+    fn every_occurrence_is_found_once_whatever_the_keywords_and_text() {
+        // Few letters, so keywords overlap, share anchors and fill more than 255 table slots;
+        // texts of every length around a step, so the tail is covered too.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound) as usize
+        };
+        for round in 0..40 {
+            // Every fourth round: many keywords over more bytes, more anchors than slots.
+            let (count, alphabet): (usize, &[u8]) = if round % 4 == 0 {
+                (600, b"abcdAB_-0123")
+            } else {
+                (1 + next(40), b"abcAB_-9")
+            };
+            let mut pick = |n: Option<usize>| -> Vec<u8> {
+                let n = n.unwrap_or_else(|| 1 + next(7));
+                (0..n)
+                    .map(|_| alphabet[next(alphabet.len() as u64)])
+                    .collect()
+            };
+            let keywords: Vec<String> = (0..count)
+                .map(|_| String::from_utf8_lossy(&pick(None)).to_ascii_lowercase())
+                .collect();
+            let refs: Vec<&str> = keywords.iter().map(String::as_str).collect();
+            for len in [0, 1, 2, 3, 13, 14, 15, 26, 27, 40, 300] {
+                let text = String::from_utf8_lossy(&pick(Some(len))).into_owned();
+                assert_eq!(
+                    hits(&refs, &text),
+                    naive(&refs, &text),
+                    "{refs:?} in {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_common_trigram_list_is_read_whole() {
+        assert_eq!(common_trigrams().len(), COMMON_TRIGRAMS.lines().count());
+        assert!(common_trigrams().contains_key(b"the"));
+        // A keyword is anchored away from its common trigrams.
+        assert_eq!(anchor_offset(b"secret_key"), 5, "t_k");
+    }
+
+    #[test]
+    fn keywords_across_steps_are_found_once() {
+        // Keywords at every offset around each step of the table walk, including the
+        // longest one.
         let keywords = [
             "sk-ant-",
             "key",
