@@ -34,12 +34,17 @@ const STEP: usize = 12;
 /// Bytes one step reads: the last trigram starts at `STEP - 1`.
 const WINDOW: usize = STEP + 2;
 
+/// Clears bit 5 of a trigram's three bytes (ASCII case) and drops a fourth byte.
+const FOLD: u32 = 0x00DF_DFDF;
+
 /// The most common trigrams of ordinary text, most common first (see the module doc).
 const COMMON_TRIGRAMS: &str = include_str!("common_trigrams.txt");
 
 pub struct Prefilter {
     /// Single-byte keywords: `(byte, keyword index)`.
     single: Vec<(u8, usize)>,
+    /// Their bytes in both cases, without repeats.
+    single_needles: Vec<u8>,
     /// Two-byte keywords: `(bytes, keyword index)`.
     pairs: Vec<([u8; 2], usize)>,
     /// Every longer keyword, anchored on a trigram.
@@ -49,15 +54,19 @@ pub struct Prefilter {
 
 /// The anchor table and the keywords behind each of its marks.
 struct Anchors {
-    /// Hashed folded trigram -> index into `slots` (0: no anchor hashes here). Several table
-    /// entries may share a slot once there are more than 255 of them.
-    table: Box<[u8; TABLE_LEN]>,
+    /// Hashed folded trigram -> index into `slots` (0: no anchor hashes here). Two bytes
+    /// rather than one so that no two table entries share a slot: a common trigram's
+    /// comparisons then stop at the keywords really anchored on it (measured: with shared
+    /// slots, a fifth of an agent request's scan went to comparing unrelated keywords).
+    table: Box<[u16; TABLE_LEN]>,
     slots: Vec<Vec<Anchored>>,
 }
 
 /// A keyword whose anchor starts `offset` bytes into it.
 struct Anchored {
     id: usize,
+    /// The anchor, folded as [`slot_of`] folds it: a cheap first test.
+    anchor: u32,
     offset: usize,
     keyword: Box<[u8]>,
 }
@@ -85,8 +94,15 @@ impl Prefilter {
             }
         }
         let anchors = (!long.is_empty()).then(|| Anchors::new(&long));
+        let mut single_needles: Vec<u8> = single
+            .iter()
+            .flat_map(|&(byte, _)| [byte, byte.to_ascii_uppercase()])
+            .collect();
+        single_needles.sort_unstable();
+        single_needles.dedup();
         Ok(Prefilter {
             single,
+            single_needles,
             pairs,
             anchors,
             keywords: keywords.len(),
@@ -94,24 +110,51 @@ impl Prefilter {
     }
 
     /// Calls `found(keyword index, start, end)` for every occurrence in `text`, overlapping ones
-    /// included: single-byte keywords first, each in order, then the others in order of their
-    /// end.
+    /// included: single-byte keywords first, in order of position, then the others in order
+    /// of their end.
     pub fn for_each(&self, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
-        for &(byte, id) in &self.single {
-            for at in memchr::memchr2_iter(byte, byte.to_ascii_uppercase(), text) {
-                found(id, at, at + 1);
+        let mut report = |at: usize| {
+            for &(byte, id) in &self.single {
+                if text[at].eq_ignore_ascii_case(&byte) {
+                    found(id, at, at + 1);
+                }
+            }
+        };
+        // One pass for all single-byte keywords while memchr can take their bytes at once
+        // (the shipped rules have two: `@` and `+`).
+        match self.single_needles[..] {
+            [] => {}
+            [a] => memchr::memchr_iter(a, text).for_each(&mut report),
+            [a, b] => memchr::memchr2_iter(a, b, text).for_each(&mut report),
+            [a, b, c] => memchr::memchr3_iter(a, b, c, text).for_each(&mut report),
+            _ => {
+                for (at, byte) in text.iter().enumerate() {
+                    if self.single_needles.contains(byte) {
+                        report(at);
+                    }
+                }
             }
         }
         // (end, start, keyword index): sorted by end once at the end. The rule engine merges
         // each rule's windows as hits arrive and would have to sort them otherwise.
         let mut hits = Vec::new();
         for &([first, second], id) in &self.pairs {
-            for at in memchr::memchr2_iter(first, first.to_ascii_uppercase(), text) {
+            // Look for the rarer byte: punctuation rather than a letter (`~` of `q~`).
+            let second_rarer = first.is_ascii_alphanumeric() && !second.is_ascii_alphanumeric();
+            let (probe, back) = if second_rarer {
+                (second, 1)
+            } else {
+                (first, 0)
+            };
+            for at in memchr::memchr2_iter(probe, probe.to_ascii_uppercase(), text) {
+                let Some(start) = at.checked_sub(back) else {
+                    continue;
+                };
                 if text
-                    .get(at + 1)
-                    .is_some_and(|b| b.eq_ignore_ascii_case(&second))
+                    .get(start..start + 2)
+                    .is_some_and(|pair| pair.eq_ignore_ascii_case(&[first, second]))
                 {
-                    hits.push((at + 2, at, id));
+                    hits.push((start + 2, start, id));
                 }
             }
         }
@@ -130,7 +173,7 @@ impl Prefilter {
 /// two bytes equal but for case to the same value.
 #[inline(always)]
 fn slot_of(bytes: u32) -> usize {
-    ((bytes & 0x00DF_DFDF).wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
+    ((bytes & FOLD).wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
 }
 
 /// The trigram starting at `at`, read as the low bytes of a `u32`; zero past the end.
@@ -174,23 +217,23 @@ fn anchor_offset(keyword: &[u8]) -> usize {
 impl Anchors {
     /// `keywords`: `(index, keyword)`, each at least three bytes long.
     fn new(keywords: &[(usize, &[u8])]) -> Self {
-        let mut table = Box::new([0u8; TABLE_LEN]);
+        let mut table = Box::new([0u16; TABLE_LEN]);
         let mut slots: Vec<Vec<Anchored>> = vec![Vec::new()];
         for &(id, keyword) in keywords {
             let offset = anchor_offset(keyword);
-            let slot = slot_of(trigram_at(keyword, offset));
+            let anchor = trigram_at(keyword, offset) & FOLD;
+            let slot = slot_of(anchor);
             if table[slot] == 0 {
-                table[slot] = match u8::try_from(slots.len()) {
-                    Ok(index) => {
-                        slots.push(Vec::new());
-                        index
-                    }
-                    // Out of slots: share one (every keyword behind it is compared in full).
-                    Err(_) => (1 + slot % 255) as u8,
-                };
+                // At most one slot per table entry, so fewer than 2^17 of them: with more
+                // than 65,535, later ones share the last (each keyword is still compared).
+                table[slot] = u16::try_from(slots.len()).unwrap_or(u16::MAX);
+                if slots.len() <= usize::from(u16::MAX) {
+                    slots.push(Vec::new());
+                }
             }
             slots[usize::from(table[slot])].push(Anchored {
                 id,
+                anchor,
                 offset,
                 keyword: keyword.into(),
             });
@@ -216,7 +259,7 @@ impl Anchors {
             at += STEP;
         }
         for start in at..text.len().saturating_sub(2) {
-            self.confirm(text, start, table[slot_of(trigram_at(text, start))], hits);
+            self.confirm(text, start, trigram_at(text, start), hits);
         }
     }
 
@@ -230,22 +273,33 @@ impl Anchors {
         words: [u64; 2],
         hits: &mut Vec<(usize, usize, usize)>,
     ) {
-        for (k, word) in words.into_iter().enumerate() {
-            for i in 0..6 {
-                let slot = self.table[slot_of((word >> (8 * i)) as u32)];
-                self.confirm(text, at + 6 * k + i, slot, hits);
-            }
+        let bytes = |k: usize| (words[k / 6] >> (8 * (k % 6))) as u32;
+        // The marked positions as bits first, then one branch per mark rather than one per
+        // position.
+        let mut marks = 0u16;
+        for k in 0..STEP {
+            marks |= u16::from(self.table[slot_of(bytes(k))] != 0) << k;
+        }
+        while marks != 0 {
+            let k = marks.trailing_zeros() as usize;
+            self.confirm(text, at + k, bytes(k), hits);
+            marks &= marks - 1;
         }
     }
 
-    /// Compares the keywords behind `slot` (the table's entry for the trigram at `at`) with
-    /// the text around it.
+    /// Compares the keywords anchored on the trigram at `at` (the low three bytes of `bytes`)
+    /// with the text around it.
     #[inline(always)]
-    fn confirm(&self, text: &[u8], at: usize, slot: u8, hits: &mut Vec<(usize, usize, usize)>) {
+    fn confirm(&self, text: &[u8], at: usize, bytes: u32, hits: &mut Vec<(usize, usize, usize)>) {
+        let slot = self.table[slot_of(bytes)];
         if slot == 0 {
             return;
         }
+        let trigram = bytes & FOLD;
         for anchored in &self.slots[usize::from(slot)] {
+            if anchored.anchor != trigram {
+                continue;
+            }
             let Some(start) = at.checked_sub(anchored.offset) else {
                 continue;
             };
