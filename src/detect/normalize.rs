@@ -15,6 +15,7 @@ use std::ops::Range;
 
 use unicode_normalization::UnicodeNormalization;
 
+use super::classify;
 use super::validators::decode_base64;
 
 /// Input with invisible characters dropped and compatibility forms folded, plus the map from
@@ -210,40 +211,13 @@ fn is_b64(b: u8) -> bool {
 }
 
 /// Encoded-looking runs in `input` that decode to text, at most `budget` decoded bytes in all.
-///
-/// Only every `MIN_BASE64`-th byte is probed: a run at least that long must cover a probe, so
-/// the sweep reads a fraction of ordinary text instead of every byte. A probe inside a word
-/// checks whether the word could be long enough from its far end, so that a short word lets
-/// the sweep skip ahead by almost two probes (the idea of Boyer-Moore's bad-character skip).
 pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
     let mut blobs = Vec::new();
     let n = input.len();
-    let mut probe = MIN_BASE64 - 1;
-    let mut floor = 0;
-    while probe < n && *budget > 0 {
-        if !is_b64(input[probe]) {
-            probe += MIN_BASE64;
-            continue;
-        }
-        let start = run_start(input, floor, probe);
-        // A long enough run from `start` reaches `start + MIN_BASE64`: look for a byte that
-        // ends it first, from that far end back (in ordinary text one is a few bytes away),
-        // and if there is one, the next run that could be long enough starts after it.
-        let reach = start + MIN_BASE64;
-        if reach > n {
+    for Range { start, end } in base64_runs(input) {
+        if *budget == 0 {
             break;
         }
-        if let Some(stop) = (probe + 1..reach).rev().find(|&i| !is_b64(input[i])) {
-            floor = stop + 1;
-            probe = stop + MIN_BASE64;
-            continue;
-        }
-        let mut end = reach;
-        while end < n && is_b64(input[end]) {
-            end += 1;
-        }
-        floor = end;
-        probe = end + MIN_BASE64;
         let run = &input[start..end];
         let mut padded = end;
         while padded < n && padded - end < 2 && input[padded] == b'=' {
@@ -269,28 +243,39 @@ pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
     blobs
 }
 
-/// Where the run of base64 bytes that ends at `at` (inclusive) starts, not before `floor`.
+/// Every maximal run of at least `MIN_BASE64` base64 bytes, in order.
 ///
-/// Eight bytes per step, branching once per step: a byte-by-byte loop mispredicts its exit
-/// at the start of every word, and the sweep does this once per probe.
-fn run_start(input: &[u8], floor: usize, at: usize) -> usize {
-    let mut start = at;
-    while start >= floor + 8 {
-        let chunk = &input[start - 8..start];
-        // Bit i set when byte i of the chunk is base64; count the set bits from the top.
-        let mask = chunk.iter().enumerate().fold(0u8, |mask, (i, &b)| {
-            mask | (CLASS[usize::from(b)] & B64) << i
-        });
-        let run = mask.leading_ones() as usize;
-        start -= run;
-        if run < 8 {
-            return start;
+/// Found 64 bytes at a time from byte-class bitmasks ([`classify`]): in ordinary text a block
+/// holds no such run and costs a few instructions.
+fn base64_runs(input: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut masks = classify::masks(input, classify::base64).peekable();
+    let mut block = 0;
+    let mut base = 0;
+    let mut starts = 0u64;
+    // Everything before `floor` belongs to a run already reported.
+    let mut floor = 0;
+    std::iter::from_fn(move || loop {
+        while starts == 0 {
+            let mask = masks.next()?;
+            let next = masks.peek().copied().unwrap_or(0);
+            base = block * classify::BLOCK;
+            block += 1;
+            starts = classify::run_starts(u128::from(mask) | u128::from(next) << 64, MIN_BASE64);
         }
-    }
-    while start > floor && is_b64(input[start - 1]) {
-        start -= 1;
-    }
-    start
+        let start = base + starts.trailing_zeros() as usize;
+        starts &= starts - 1;
+        // Past `floor`, a run's first start is where it begins (its earlier bytes would have
+        // started it); later starts inside it are skipped.
+        if start < floor {
+            continue;
+        }
+        let mut end = start + MIN_BASE64;
+        while end < input.len() && is_b64(input[end]) {
+            end += 1;
+        }
+        floor = end;
+        return Some(start..end);
+    })
 }
 
 /// Base64 that decodes to text. Tries a short head first so that a large image or archive is
@@ -385,16 +370,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_start_agrees_with_a_byte_by_byte_walk() {
-        let input = b"ab cdefghijklmnopqrstu.vw xyz0123456789+/-_ABCDEFGHIJ!k \n lm";
-        for floor in 0..input.len() {
-            for at in floor..input.len() {
-                let mut naive = at;
-                while naive > floor && is_b64(input[naive - 1]) {
-                    naive -= 1;
+    fn base64_runs_are_the_maximal_runs_of_base64_bytes_long_enough() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for round in 0..300 {
+            // Mostly base64 bytes, so runs of every length around the minimum, across blocks.
+            let len = 1 + (round * 7) % 400;
+            let text: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if state % (2 + round as u64 % 60) == 0 {
+                        b' '
+                    } else {
+                        b"aZ9+/-_"[(state % 7) as usize]
+                    }
+                })
+                .collect();
+            let mut naive = Vec::new();
+            let mut at = 0;
+            while at < text.len() {
+                let end = at + text[at..].iter().take_while(|&&b| is_b64(b)).count();
+                if end - at >= MIN_BASE64 {
+                    naive.push(at..end);
                 }
-                assert_eq!(run_start(input, floor, at), naive, "floor {floor} at {at}");
+                at = end + 1;
             }
+            let runs: Vec<_> = base64_runs(&text).collect();
+            assert_eq!(runs, naive, "{:?}", String::from_utf8_lossy(&text));
         }
     }
 
