@@ -7,7 +7,8 @@ needs to know which trigrams ordinary traffic is full of. The counts come from t
 installed on a Debian machine and is *not* the project's benchmark input (that is Rust code
 and generated English, benches/detect.rs), so the benchmarks measure how well the choice
 generalises: Python's standard library, npm's JavaScript, C headers, licence texts and READMEs,
-and manual pages, each given equal weight (up to 8 MB each).
+Markdown documentation (the English prose closest to what people write in prompts), and manual
+pages, each given equal weight (up to 8 MB each).
 
 Run: python3 scripts/common-trigrams.py > src/detect/common_trigrams.txt
 """
@@ -24,6 +25,7 @@ KINDS = [
     (["/usr/lib/node_modules/npm/**/*.js"], open),
     (["/usr/include/**/*.h"], open),
     (["/usr/share/common-licenses/*", "/usr/share/doc/**/copyright", "/usr/share/doc/**/README*"], open),
+    (["/usr/lib/node_modules/**/*.md", "/usr/share/doc/**/*.md", "/usr/lib/python3*/**/*.rst"], open),
     (["/usr/share/man/man1/*.gz"], gzip.open),
 ]
 

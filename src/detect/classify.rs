@@ -34,7 +34,9 @@ pub fn masks<T: 'static>(
 
 /// Bit i set when byte i of `window` starts a run of at least `len` set bits that lies within
 /// the window (for i below 64; `len` is taken as at most 64). With the next block's mask in
-/// the high half, a run that crosses into the next block is found from its start.
+/// the high half, a run that crosses into the next block is found from its start. Inlined, so
+/// that a constant `len` unrolls into constant shifts.
+#[inline(always)]
 pub fn run_starts(window: u128, len: usize) -> u64 {
     let len = len.clamp(1, 64);
     let mut ones = window;

@@ -666,6 +666,11 @@ fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize
     while let Some(mask) = masks.next() {
         let this = joined(mask, carry);
         carry = mask.0 >> 63;
+        if this == 0 {
+            // No run starts here (most blocks of prose, many of code).
+            base += classify::BLOCK;
+            continue;
+        }
         let next = masks.peek().map_or(0, |&next| joined(next, carry));
         let mut starts = classify::run_starts(u128::from(this) | u128::from(next) << 64, min);
         while starts != 0 {

@@ -146,7 +146,13 @@ impl Prefilter {
             } else {
                 (first, 0)
             };
-            for at in memchr::memchr2_iter(probe, probe.to_ascii_uppercase(), text) {
+            let upper = probe.to_ascii_uppercase();
+            let probes: Box<dyn Iterator<Item = usize>> = if upper == probe {
+                Box::new(memchr::memchr_iter(probe, text))
+            } else {
+                Box::new(memchr::memchr2_iter(probe, upper, text))
+            };
+            for at in probes {
                 let Some(start) = at.checked_sub(back) else {
                     continue;
                 };
