@@ -15,7 +15,8 @@ use wide::u8x16;
 pub const BLOCK: usize = 64;
 
 /// One mask per 64-byte block of `text`, from `class`; the last block is padded with zero
-/// bytes, which no class here includes.
+/// bytes, which no class here includes. (`T: 'static`: the iterator borrows only `text`;
+/// masks are plain integers.)
 pub fn masks<T: 'static>(
     text: &[u8],
     class: fn(&[u8; BLOCK]) -> T,

@@ -2,12 +2,12 @@
 //!
 //! Keywords that overlap each other (`sk-`, `sk-ant-`) are all reported, as the rule engine
 //! needs. Single-byte keywords are found with `memchr`, two-byte ones with `memchr` on their
-//! first byte; every longer keyword is *anchored* on one of its three-byte substrings.
+//! rarer byte; every longer keyword is *anchored* on one of its three-byte substrings.
 //!
 //! Why anchors rather than an automaton: an aho-corasick DFA over ~470 case-insensitive
 //! keywords steps through every byte with a table load that depends on the previous one, and
 //! its latency bounds the walk (about 0.9 GB/s with eight lanes walked in lockstep). Here each
-//! position's next three bytes, case-folded, are hashed into a 128 KiB table that marks the
+//! position's next three bytes, case-folded, are hashed into a 256 KiB table that marks the
 //! anchors; the positions are independent of each other, so the CPU overlaps their loads,
 //! and twelve of them are tested per step from two 8-byte reads (benches/detect_profile.rs).
 //! Only where the table says "maybe" are the keywords anchored there compared in full.
@@ -60,6 +60,9 @@ struct Anchors {
     /// slots, a fifth of an agent request's scan went to comparing unrelated keywords).
     table: Box<[u16; TABLE_LEN]>,
     slots: Vec<Vec<Anchored>>,
+    /// How far past its anchor's start a keyword can end: the most any anchored keyword's
+    /// length exceeds its anchor's offset.
+    reach: usize,
 }
 
 /// A keyword whose anchor starts `offset` bytes into it.
@@ -69,6 +72,52 @@ struct Anchored {
     anchor: u32,
     offset: usize,
     keyword: Box<[u8]>,
+    /// The keyword's first eight bytes (fewer: zero-padded) as one word, and the bits of them
+    /// that must match: all of a byte, or all but ASCII case for a letter. One load and
+    /// compare rejects a near miss, so that text made of one anchor repeated (`sk-sk-sk-`)
+    /// costs one word per keyword anchored there, not a byte-wise comparison.
+    head: u64,
+    head_mask: u64,
+}
+
+impl Anchored {
+    fn new(id: usize, keyword: &[u8], offset: usize) -> Self {
+        let (mut head, mut head_mask) = (0u64, 0u64);
+        for (i, &byte) in keyword.iter().take(8).enumerate() {
+            let mask: u8 = if byte.is_ascii_alphabetic() {
+                0xDF
+            } else {
+                0xFF
+            };
+            head |= u64::from(byte & mask) << (8 * i);
+            head_mask |= u64::from(mask) << (8 * i);
+        }
+        Anchored {
+            id,
+            anchor: trigram_at(keyword, offset) & FOLD,
+            offset,
+            keyword: keyword.into(),
+            head,
+            head_mask,
+        }
+    }
+
+    /// Whether the keyword occurs at `start` of `text`, ASCII case ignored.
+    #[inline(always)]
+    fn is_at(&self, text: &[u8], start: usize) -> bool {
+        let end = start + self.keyword.len();
+        if let Some(word) = text.get(start..start + 8) {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if word & self.head_mask != self.head {
+                return false;
+            }
+            if self.keyword.len() <= 8 {
+                return true;
+            }
+        }
+        text.get(start..end)
+            .is_some_and(|found| found.eq_ignore_ascii_case(&self.keyword))
+    }
 }
 
 impl std::fmt::Debug for Prefilter {
@@ -135,9 +184,10 @@ impl Prefilter {
                 }
             }
         }
-        // (end, start, keyword index): sorted by end once at the end. The rule engine merges
-        // each rule's windows as hits arrive and would have to sort them otherwise.
-        let mut hits = Vec::new();
+        // Multi-byte hits go out in order of their end: the rule engine merges each rule's
+        // windows as hits arrive and would have to sort them otherwise. Two-byte keywords'
+        // hits are few: collected, sorted, and merged into the anchors' ordered stream.
+        let mut pairs = Vec::new();
         for &([first, second], id) in &self.pairs {
             // Look for the rarer byte: punctuation rather than a letter (`~` of `q~`).
             let second_rarer = first.is_ascii_alphanumeric() && !second.is_ascii_alphanumeric();
@@ -160,15 +210,23 @@ impl Prefilter {
                     .get(start..start + 2)
                     .is_some_and(|pair| pair.eq_ignore_ascii_case(&[first, second]))
                 {
-                    hits.push((start + 2, start, id));
+                    pairs.push((start + 2, start, id));
                 }
             }
         }
+        // Each keyword's hits are in order already: a stable sort merges the runs.
+        pairs.sort();
+        let mut pairs = pairs.into_iter().peekable();
+        let mut emit = |end: usize, start: usize, id: usize| {
+            while let Some((pair_end, pair_start, pair_id)) = pairs.next_if(|p| p.0 <= end) {
+                found(pair_id, pair_start, pair_end);
+            }
+            found(id, start, end);
+        };
         if let Some(anchors) = &self.anchors {
-            anchors.find(text, &mut hits);
+            anchors.find(text, &mut emit);
         }
-        hits.sort_unstable();
-        for (end, start, id) in hits {
+        for (end, start, id) in pairs {
             found(id, start, end);
         }
     }
@@ -223,12 +281,16 @@ fn anchor_offset(keyword: &[u8]) -> usize {
 impl Anchors {
     /// `keywords`: `(index, keyword)`, each at least three bytes long.
     fn new(keywords: &[(usize, &[u8])]) -> Self {
-        let mut table = Box::new([0u16; TABLE_LEN]);
+        let mut table: Box<[u16; TABLE_LEN]> = vec![0u16; TABLE_LEN]
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("a vector of TABLE_LEN entries"));
         let mut slots: Vec<Vec<Anchored>> = vec![Vec::new()];
+        let mut reach = 0;
         for &(id, keyword) in keywords {
-            let offset = anchor_offset(keyword);
-            let anchor = trigram_at(keyword, offset) & FOLD;
-            let slot = slot_of(anchor);
+            let anchored = Anchored::new(id, keyword, anchor_offset(keyword));
+            reach = reach.max(keyword.len() - anchored.offset);
+            let slot = slot_of(anchored.anchor);
             if table[slot] == 0 {
                 // At most one slot per table entry, so fewer than 2^17 of them: with more
                 // than 65,535, later ones share the last (each keyword is still compared).
@@ -237,18 +299,19 @@ impl Anchors {
                     slots.push(Vec::new());
                 }
             }
-            slots[usize::from(table[slot])].push(Anchored {
-                id,
-                anchor,
-                offset,
-                keyword: keyword.into(),
-            });
+            slots[usize::from(table[slot])].push(anchored);
         }
-        Anchors { table, slots }
+        Anchors {
+            table,
+            slots,
+            reach,
+        }
     }
 
-    /// Pushes `(end, start, index)` for every keyword occurrence in `text`.
-    fn find(&self, text: &[u8], hits: &mut Vec<(usize, usize, usize)>) {
+    /// Calls `emit(end, start, index)` for every keyword occurrence in `text`, in order of end.
+    fn find(&self, text: &[u8], emit: &mut impl FnMut(usize, usize, usize)) {
+        let mut hits = InOrder::new(self.reach, emit);
+        let hits = &mut hits;
         let table = &*self.table;
         let mut at = 0;
         while let Some(window) = text.get(at..).and_then(|rest| rest.first_chunk::<WINDOW>()) {
@@ -267,17 +330,18 @@ impl Anchors {
         for start in at..text.len().saturating_sub(2) {
             self.confirm(text, start, trigram_at(text, start), hits);
         }
+        hits.flush(usize::MAX);
     }
 
     /// The slow path of one step of [`Anchors::find`], out of line so that the fast one keeps
     /// its registers: confirms each of the step's positions that the table marks.
     #[inline(never)]
-    fn confirm_step(
+    fn confirm_step<F: FnMut(usize, usize, usize)>(
         &self,
         text: &[u8],
         at: usize,
         words: [u64; 2],
-        hits: &mut Vec<(usize, usize, usize)>,
+        hits: &mut InOrder<'_, F>,
     ) {
         let bytes = |k: usize| (words[k / 6] >> (8 * (k % 6))) as u32;
         // The marked positions as bits first, then one branch per mark rather than one per
@@ -296,11 +360,18 @@ impl Anchors {
     /// Compares the keywords anchored on the trigram at `at` (the low three bytes of `bytes`)
     /// with the text around it.
     #[inline(always)]
-    fn confirm(&self, text: &[u8], at: usize, bytes: u32, hits: &mut Vec<(usize, usize, usize)>) {
+    fn confirm<F: FnMut(usize, usize, usize)>(
+        &self,
+        text: &[u8],
+        at: usize,
+        bytes: u32,
+        hits: &mut InOrder<'_, F>,
+    ) {
         let slot = self.table[slot_of(bytes)];
         if slot == 0 {
             return;
         }
+        hits.flush(at + 3);
         let trigram = bytes & FOLD;
         for anchored in &self.slots[usize::from(slot)] {
             if anchored.anchor != trigram {
@@ -309,14 +380,61 @@ impl Anchors {
             let Some(start) = at.checked_sub(anchored.offset) else {
                 continue;
             };
-            let end = start + anchored.keyword.len();
-            if text
-                .get(start..end)
-                .is_some_and(|found| found.eq_ignore_ascii_case(&anchored.keyword))
-            {
-                hits.push((end, start, anchored.id));
+            if anchored.is_at(text, start) {
+                hits.push(start + anchored.keyword.len(), start, anchored.id);
             }
         }
+    }
+}
+
+/// Anchor hits put back in order of their end, as they are found, in memory bounded by the
+/// longest keyword rather than by the number of hits.
+///
+/// Positions are confirmed in increasing order, and a hit confirmed at `at` ends within
+/// `at + 3..=at + reach`: once the walk is at `at`, every hit that ends before `at + 3` is
+/// final. Pending hits sit in a ring of buckets by end. (Collecting every hit and sorting
+/// them measured 12x slower on text that is one keyword repeated, and held them all.)
+struct InOrder<'a, F: FnMut(usize, usize, usize)> {
+    /// `buckets[end % len]`: `(start, keyword index)` of pending hits.
+    buckets: Vec<Vec<(usize, usize)>>,
+    /// Every hit ending before this has been emitted.
+    next: usize,
+    pending: usize,
+    emit: &'a mut F,
+}
+
+impl<'a, F: FnMut(usize, usize, usize)> InOrder<'a, F> {
+    fn new(reach: usize, emit: &'a mut F) -> Self {
+        InOrder {
+            buckets: vec![Vec::new(); reach + 1],
+            next: 0,
+            pending: 0,
+            emit,
+        }
+    }
+
+    /// Emits, in order, every pending hit that ends before `limit`.
+    fn flush(&mut self, limit: usize) {
+        while self.next < limit {
+            if self.pending == 0 {
+                self.next = limit;
+                return;
+            }
+            let len = self.buckets.len();
+            let bucket = &mut self.buckets[self.next % len];
+            self.pending -= bucket.len();
+            for (start, id) in bucket.drain(..) {
+                (self.emit)(self.next, start, id);
+            }
+            self.next += 1;
+        }
+    }
+
+    /// A hit confirmed at position `at` (`end` within `at + 3..=at + reach`).
+    fn push(&mut self, end: usize, start: usize, id: usize) {
+        let len = self.buckets.len();
+        self.buckets[end % len].push((start, id));
+        self.pending += 1;
     }
 }
 
@@ -365,7 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn more_keywords_than_one_shard_holds() {
+    fn hundreds_of_keywords_are_all_found() {
         let keywords: Vec<String> = (0..300).map(|i| format!("kw{i:03}_")).collect();
         let refs: Vec<&str> = keywords.iter().map(String::as_str).collect();
         let text = "a kw299_ b KW007_ c kw150_kw151_ d".repeat(3);
@@ -375,8 +493,10 @@ mod tests {
 
     #[test]
     fn every_occurrence_is_found_once_whatever_the_keywords_and_text() {
-        // Few letters, so keywords overlap, share anchors and fill more than 255 table slots;
-        // texts of every length around a step, so the tail is covered too.
+        // Few distinct bytes, so keywords overlap and share anchors; bytes that fold together
+        // under `FOLD` but are not the same byte (`-` and CR, `@` and a backtick, `_` and DEL,
+        // space and NUL) and non-ASCII ones; texts of every length around a step, so the tail
+        // is covered too.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = |bound: u64| {
             state ^= state << 13;
@@ -384,32 +504,63 @@ mod tests {
             state ^= state << 17;
             (state % bound) as usize
         };
-        for round in 0..40 {
-            // Every fourth round: many keywords over more bytes, more anchors than slots.
-            let (count, alphabet): (usize, &[u8]) = if round % 4 == 0 {
-                (600, b"abcdAB_-0123")
-            } else {
-                (1 + next(40), b"abcAB_-9")
+        for round in 0..60 {
+            let (count, alphabet): (usize, &[u8]) = match round % 3 {
+                0 => (600, b"abcdAB_-0123"),
+                1 => (1 + next(40), b"abcAB_-9"),
+                _ => (1 + next(80), b"aA-\r@`_\x7f \0\xc3\xe3"),
             };
             let mut pick = |n: Option<usize>| -> Vec<u8> {
-                let n = n.unwrap_or_else(|| 1 + next(7));
+                let n = n.unwrap_or_else(|| 1 + next(12));
                 (0..n)
                     .map(|_| alphabet[next(alphabet.len() as u64)])
                     .collect()
             };
-            let keywords: Vec<String> = (0..count)
-                .map(|_| String::from_utf8_lossy(&pick(None)).to_ascii_lowercase())
+            let keywords: Vec<Vec<u8>> = (0..count)
+                .map(|_| pick(None).to_ascii_lowercase())
                 .collect();
-            let refs: Vec<&str> = keywords.iter().map(String::as_str).collect();
+            let prefilter = Prefilter::new(&keywords).expect("builds");
             for len in [0, 1, 2, 3, 13, 14, 15, 26, 27, 40, 300] {
-                let text = String::from_utf8_lossy(&pick(Some(len))).into_owned();
-                assert_eq!(
-                    hits(&refs, &text),
-                    naive(&refs, &text),
-                    "{refs:?} in {text:?}"
-                );
+                let text = pick(Some(len));
+                let mut found = Vec::new();
+                prefilter.for_each(&text, |id, start, end| found.push((id, start, end)));
+                // Multi-byte hits in order of their end.
+                let ends: Vec<usize> = found
+                    .iter()
+                    .filter(|&&(id, _, _)| keywords[id].len() > 1)
+                    .map(|&(_, _, end)| end)
+                    .collect();
+                assert!(ends.is_sorted(), "out of order: {found:?}");
+                found.sort_unstable();
+                let lower = text.to_ascii_lowercase();
+                let mut expect = Vec::new();
+                for (id, keyword) in keywords.iter().enumerate() {
+                    for at in 0..lower.len() {
+                        if lower[at..].starts_with(keyword) {
+                            expect.push((id, at, at + keyword.len()));
+                        }
+                    }
+                }
+                expect.sort_unstable();
+                assert_eq!(found, expect, "{keywords:?} in {text:?}");
             }
         }
+    }
+
+    #[test]
+    fn text_of_one_keyword_repeated_is_reported_in_order() {
+        // Every position a hit of two keywords; hits must come out in order of end, each
+        // once, without collecting and sorting them all.
+        let keywords = [b"a".repeat(10), b"a".repeat(20), b"sk-".to_vec()];
+        let prefilter = Prefilter::new(&keywords).expect("builds");
+        let text = b"a".repeat(10_000);
+        let mut ends = Vec::new();
+        prefilter.for_each(&text, |id, start, end| {
+            assert_eq!(end - start, keywords[id].len());
+            ends.push(end);
+        });
+        assert_eq!(ends.len(), (10_000 - 9) + (10_000 - 19));
+        assert!(ends.is_sorted());
     }
 
     #[test]
