@@ -224,7 +224,7 @@ pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
             padded += 1;
         }
         let all_hex = run.iter().all(|&b| CLASS[b as usize] & HEX != 0);
-        let decoded = if all_hex && run.len() >= MIN_HEX && run.len() % 2 == 0 {
+        let decoded = if all_hex && run.len() >= MIN_HEX && run.len().is_multiple_of(2) {
             decode_hex(run).filter(|d| looks_like_text(d))
         } else {
             None
@@ -380,7 +380,7 @@ mod tests {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
-                    if state % (2 + round as u64 % 60) == 0 {
+                    if state.is_multiple_of(2 + round as u64 % 60) {
                         b' '
                     } else {
                         b"aZ9+/-_"[(state % 7) as usize]

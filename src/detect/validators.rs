@@ -104,7 +104,7 @@ pub fn luhn(digits: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A payment card number: a known issuer's prefix and length, and Luhn.

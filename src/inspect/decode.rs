@@ -170,7 +170,7 @@ fn to_utf8(headers: &HeaderMap, bytes: Bytes) -> Result<(Bytes, bool), DecodeErr
         "utf-16" | "utf-16le" | "utf-16be" => {
             let big_endian =
                 charset == "utf-16be" || (charset == "utf-16" && bytes.starts_with(&[0xfe, 0xff]));
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return Err(DecodeError::BadCharset("UTF-16"));
             }
             let units = bytes.chunks_exact(2).map(|pair| {
