@@ -13,7 +13,6 @@ use super::body::{self, ProxyBody};
 use super::forward::{self, Destination};
 use super::gate::Route;
 use super::host::{self, Host};
-use super::read_ahead::ReadAhead;
 use super::{listener, relay, sni, Shared};
 use crate::act::reply::ErrorReply;
 use crate::admin::metrics::metrics;
@@ -74,9 +73,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
                         };
                         // A client that opens the tunnel but never starts TLS must not hold a
                         // task (or a drain) forever.
-                        // Read ahead under TLS: rustls reads 4 KiB at a time, a body is 200 KB.
-                        let tunnel = ReadAhead::new(TokioIo::new(upgraded));
-                        let handshake = TlsAcceptor::from(tls).accept(tunnel);
+                        let handshake = TlsAcceptor::from(tls).accept(TokioIo::new(upgraded));
                         let handshake = tokio::select! {
                             done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => done,
                             _ = task_shared.shutdown.cancelled() => return,

@@ -14,7 +14,6 @@ pub mod gate;
 mod hop;
 pub mod host;
 mod listener;
-mod read_ahead;
 pub mod relay;
 pub mod sni;
 pub mod upstream;
