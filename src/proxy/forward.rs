@@ -639,7 +639,49 @@ pub async fn relay_plain(
 
 #[cfg(test)]
 mod tests {
-    use super::is_plain_path;
+    use super::{collect_within, is_plain_path};
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    fn body(
+        parts: &[&'static [u8]],
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>>> {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_comes_out_whole_and_in_order_however_it_was_framed() {
+        let idle = Duration::from_secs(5);
+        for (parts, declared) in [
+            (&[][..], 0),
+            (&[&b"one frame"[..]][..], 9),
+            (&[&b"two "[..], &b"frames"[..]][..], 10),
+            (
+                &[
+                    &b"a "[..],
+                    &b""[..],
+                    &b"declared "[..],
+                    &b"length that lies"[..],
+                ][..],
+                3,
+            ),
+            (&[&b"no "[..], &b"declared "[..], &b"length"[..]][..], 0),
+        ] {
+            let whole: Vec<u8> = parts.concat();
+            let got = collect_within(body(parts), idle, declared)
+                .await
+                .expect("no error")
+                .expect("not idle");
+            assert_eq!(&got[..], &whole[..], "{parts:?}");
+        }
+    }
 
     #[test]
     fn only_plain_paths_pass() {
