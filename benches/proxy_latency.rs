@@ -23,6 +23,8 @@
 //! | `BENCH_LOAD_REQUESTS` | requests per h2load run | 20000 |
 //! | `BENCH_DIRECT_ONLY` | `1`: measure the upstream alone (no proxy) | unset |
 //! | `BENCH_PERF_OUT` | record a perf profile of the proxy during `latency` into this file | unset |
+//! | `BENCH_PERF_CALLGRAPH` | perf's `--call-graph` mode (`dwarf` shows who calls `memmove`) | `fp` |
+//! | `BENCH_BODIES` | latency body sizes in KB, comma-separated (`200`: the issue 6 goal's cell only) | `1,200` |
 //!
 //! The bench prints markdown tables to stdout and progress to stderr.
 
@@ -243,6 +245,16 @@ impl Proxy {
         self.child.id()
     }
 
+    /// User + system CPU time of the proxy so far, in clock ticks, from /proc.
+    fn cpu_ticks(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // Fields after the command name (which may hold spaces) close with `)`.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some(utime + stime)
+    }
+
     /// (VmRSS, VmHWM) in KiB, from /proc.
     fn memory_kib(&self) -> Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
@@ -376,6 +388,17 @@ async fn timed_post(client: &Client, url: &str, body: &Bytes, proto: Proto) -> R
 // ---------------------------------------------------------------------------------------------
 // latency
 
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 struct Samples(Vec<Duration>);
 
 impl Samples {
@@ -409,7 +432,8 @@ impl PerfRecording {
                 "record",
                 "-F",
                 "1999",
-                "-g",
+                "--call-graph",
+                &std::env::var("BENCH_PERF_CALLGRAPH").unwrap_or_else(|_| "fp".into()),
                 "-o",
                 &out,
                 "-p",
@@ -438,12 +462,18 @@ impl Drop for PerfRecording {
 async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
     let per_path = env_num("BENCH_REQUESTS", 2000) as usize;
     let cap = Duration::from_secs(env_num("BENCH_CELL_SECS", 60));
+    let bodies_kb: Vec<usize> = std::env::var("BENCH_BODIES")
+        .unwrap_or_else(|_| "1,200".into())
+        .split(',')
+        .filter_map(|kb| kb.trim().parse().ok())
+        .collect();
     let proxy = match bin {
         Some(bin) => Some(Proxy::start(bin, up)?),
         None => None,
     };
     let _perf = proxy.as_ref().and_then(|p| PerfRecording::start(p.pid()));
 
+    let mut cpu_notes: Vec<String> = Vec::new();
     println!("\n### Pass-through latency (one request in flight, keep-alive)\n");
     println!(
         "{per_path} requests per path per cell (cap {} s); POST /v1/messages, clean prose, small reply.\n",
@@ -452,8 +482,10 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
     println!("| protocol | body | path | n | p50 ms | p99 ms | added p50 ms | added p99 ms |");
     println!("|---|---|---|---:|---:|---:|---:|---:|");
     for proto in [Proto::H1, Proto::H2] {
-        for (label, size) in [("1 KB", 1024usize), ("200 KB", 200 * 1024)] {
-            let body = messages_body(size);
+        for &kb in &bodies_kb {
+            let label = format!("{kb} KB");
+            let label = label.as_str();
+            let body = messages_body(kb * 1024);
             let mut paths: Vec<(&str, Client, String)> = Vec::new();
             let (c, u) = direct_client(up, proto)?;
             paths.push(("direct", c, u));
@@ -482,6 +514,7 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
                 }
             }
             // Round-robin, one request per path per round, so a noisy moment hits every path.
+            let cpu_before = proxy.as_ref().and_then(|p| p.cpu_ticks());
             let started = Instant::now();
             for round in 0..per_path {
                 if started.elapsed() > cap {
@@ -510,8 +543,29 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
                     ms(p99)
                 );
             }
+            // The proxy's own CPU time per request it carried: unlike wall time, it hardly
+            // moves with what else the machine is doing, so it compares two builds fairly.
+            let proxied: usize = working
+                .iter()
+                .filter(|(name, ..)| *name != "direct")
+                .map(|(.., s)| s.0.len())
+                .sum();
+            let cpu_after = proxy.as_ref().and_then(|p| p.cpu_ticks());
+            if let (Some(before), Some(after), true) = (cpu_before, cpu_after, proxied > 0) {
+                cpu_notes.push(format!(
+                    "{} {label}: {:.3} ms",
+                    proto.name(),
+                    (after - before) as f64 * 1e3 / ticks_per_second() / proxied as f64
+                ));
+            }
             std::io::stdout().flush()?;
         }
+    }
+    if !cpu_notes.is_empty() {
+        println!(
+            "\nproxy CPU time (user + system) per proxied request: {}",
+            cpu_notes.join(", ")
+        );
     }
     if let Some(p) = &proxy {
         if let Some(mean) = mean_inspect_ms(p).await {

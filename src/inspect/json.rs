@@ -20,8 +20,11 @@ const MAX_DEPTH: usize = 128;
 /// This loop sees almost every byte of a body, and escapes are dense in code sent as JSON (a
 /// `\\n` every line), so it tests eight bytes per step in a register rather than calling a
 /// search per run between escapes. For each test, the lowest flagged byte is exact (a false
-/// flag can only follow a true one), which is the one used.
+/// flag can only follow a true one), which is the one used. A run that goes on past
+/// [`SHORT_RUN`] bytes (prose, a long message without a newline) is handed to
+/// [`long_run_stop`], which is about twice as fast per byte.
 fn string_stop(input: &[u8], mut pos: usize) -> usize {
+    let run_start = pos;
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let equal = |word: u64, byte: u8| {
@@ -39,6 +42,9 @@ fn string_stop(input: &[u8], mut pos: usize) -> usize {
             return pos + (stops.trailing_zeros() / 8) as usize;
         }
         pos += 8;
+        if pos - run_start >= SHORT_RUN {
+            return long_run_stop(input, pos);
+        }
     }
     while let Some(&b) = input.get(pos) {
         if b == b'"' || b == b'\\' || b < 0x20 {
@@ -47,6 +53,31 @@ fn string_stop(input: &[u8], mut pos: usize) -> usize {
         pos += 1;
     }
     pos
+}
+
+/// How far [`string_stop`] tests word by word before it takes the run for a long one. Below
+/// about 64 bytes the search's fixed cost shows on code (a line between two `\\n` escapes);
+/// at 128, code reads as fast as before and a long run of prose twice as fast.
+const SHORT_RUN: usize = 128;
+
+/// [`string_stop`] for a long run: the quote or backslash found by `memchr` (SIMD, 32 bytes a
+/// step), then the run up to it checked for control characters in blocks the compiler
+/// vectorises. Two passes over bytes already in cache beat one pass of eight-byte words.
+fn long_run_stop(input: &[u8], pos: usize) -> usize {
+    let rest = input.get(pos..).unwrap_or_default();
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let run = rest.get(..end).unwrap_or_default();
+    let mut offset = pos;
+    for block in run.chunks(64) {
+        // `fold`, not `any`: no early exit, so the block is tested in vector registers.
+        if block.iter().fold(false, |seen, &b| seen | (b < 0x20)) {
+            if let Some(at) = block.iter().position(|&b| b < 0x20) {
+                return offset + at;
+            }
+        }
+        offset += block.len();
+    }
+    pos + end
 }
 
 /// Where the next backslash at or after `pos` is (or the end): eight bytes per step, as in
@@ -186,7 +217,8 @@ pub fn parse(input: &[u8]) -> Result<Node, JsonError> {
 
 /// `input` as UTF-8, which JSON must be.
 pub fn utf8(input: &[u8]) -> Result<&str, JsonError> {
-    std::str::from_utf8(input).map_err(|e| JsonError {
+    // SIMD-validated: this sees every byte of every body.
+    simdutf8::compat::from_utf8(input).map_err(|e| JsonError {
         offset: e.valid_up_to(),
         reason: "not valid UTF-8",
     })
@@ -810,6 +842,22 @@ mod tests {
             assert_eq!(next_backslash(&input, 0), at);
             assert_eq!(next_backslash(&input, at + 1), 24);
         }
+        // Runs long enough to be searched as long ones: every stop, near and far.
+        for stop in [b'"', b'\\', b'\n', 0x00, 0x1f] {
+            for at in [
+                32, 63, 127, 128, 129, 135, 136, 137, 191, 192, 193, 255, 256, 1000, 4095,
+            ] {
+                let mut input = "é".repeat(2100).into_bytes();
+                input[at] = stop;
+                assert_eq!(string_stop(&input, 0), at, "{stop:#x} at {at}");
+                assert_eq!(string_stop(&input, 1), at, "{stop:#x} at {at}, from 1");
+            }
+            let mut late = vec![b'a'; 5000];
+            late[4990] = b'"';
+            late[4000] = stop;
+            assert_eq!(string_stop(&late, 0), 4000, "{stop:#x} before a quote");
+        }
+        assert_eq!(string_stop(&[b'a'; 300], 0), 300);
         assert_eq!(string_stop(b"abc", 3), 3);
         assert_eq!(string_stop(b" !#~\x7f\xff", 0), 6);
     }

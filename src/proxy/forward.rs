@@ -183,32 +183,56 @@ fn count(provider: Provider, action: &str) {
         .inc();
 }
 
-/// Collects the request body, at most `limit` bytes: a declared length over it is refused before
-/// reading, and a body that keeps coming is refused as soon as it passes the limit, never held
-/// whole in memory.
-/// Collects a body frame by frame; `None` when no frame arrived for `idle` (a client that
-/// stalls mid-body must not hold a task and its buffer forever).
+/// Most a declared length may reserve before its bytes arrive: a client cannot make the proxy
+/// hold more memory than it sends by declaring a large body and stalling. A larger body grows
+/// the buffer past this as it arrives.
+const RESERVE_MAX: usize = 4 * 1024 * 1024;
+
+/// Collects a body frame by frame into one buffer sized from the declared length (`expected`),
+/// so a 200 KB body is copied once, not again each time a growing buffer doubles; a body that
+/// came in one frame is kept as it is, not copied at all. `None` when no frame arrived for
+/// `idle` (a client that stalls mid-body must not hold a task and its buffer forever).
 async fn collect_within<B>(
     mut body: B,
     idle: std::time::Duration,
+    expected: usize,
 ) -> Result<Option<Bytes>, B::Error>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
 {
+    let mut first: Option<Bytes> = None;
     let mut collected = bytes::BytesMut::new();
     loop {
         match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Ok(None),
-            Ok(None) => return Ok(Some(collected.freeze())),
+            Ok(None) => {
+                return Ok(Some(match first {
+                    Some(only) if collected.is_empty() => only,
+                    _ => collected.freeze(),
+                }))
+            }
             Ok(Some(frame)) => {
-                if let Ok(data) = frame?.into_data() {
-                    collected.extend_from_slice(&data);
+                let Ok(data) = frame?.into_data() else {
+                    continue;
+                };
+                if first.is_none() && collected.is_empty() {
+                    first = Some(data);
+                    continue;
                 }
+                if let Some(head) = first.take() {
+                    let wanted = expected.max(head.len() + data.len());
+                    collected.reserve(wanted.min(RESERVE_MAX.max(head.len() + data.len())));
+                    collected.extend_from_slice(&head);
+                }
+                collected.extend_from_slice(&data);
             }
         }
     }
 }
 
+/// Collects the request body, at most `limit` bytes: a declared length over it is refused before
+/// reading, and a body that keeps coming is refused as soon as it passes the limit, never held
+/// whole in memory.
 async fn read_body(
     parts: &http::request::Parts,
     incoming: Incoming,
@@ -225,7 +249,8 @@ async fn read_body(
         count(provider, "block");
         return Err(too_large(provider, limit));
     }
-    match collect_within(Limited::new(incoming, limit), idle).await {
+    let expected = declared.map_or(0, |n| n as usize);
+    match collect_within(Limited::new(incoming, limit), idle, expected).await {
         Ok(Some(collected)) => Ok(collected),
         Ok(None) => {
             tracing::info!("client stopped sending its request body");
@@ -614,7 +639,49 @@ pub async fn relay_plain(
 
 #[cfg(test)]
 mod tests {
-    use super::is_plain_path;
+    use super::{collect_within, is_plain_path};
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use std::convert::Infallible;
+    use std::time::Duration;
+
+    fn body(
+        parts: &[&'static [u8]],
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>>> {
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_comes_out_whole_and_in_order_however_it_was_framed() {
+        let idle = Duration::from_secs(5);
+        for (parts, declared) in [
+            (&[][..], 0),
+            (&[&b"one frame"[..]][..], 9),
+            (&[&b"two "[..], &b"frames"[..]][..], 10),
+            (
+                &[
+                    &b"a "[..],
+                    &b""[..],
+                    &b"declared "[..],
+                    &b"length that lies"[..],
+                ][..],
+                3,
+            ),
+            (&[&b"no "[..], &b"declared "[..], &b"length"[..]][..], 0),
+        ] {
+            let whole: Vec<u8> = parts.concat();
+            let got = collect_within(body(parts), idle, declared)
+                .await
+                .expect("no error")
+                .expect("not idle");
+            assert_eq!(&got[..], &whole[..], "{parts:?}");
+        }
+    }
 
     #[test]
     fn only_plain_paths_pass() {

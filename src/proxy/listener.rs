@@ -24,6 +24,9 @@ use crate::inspect::Provider;
 /// Pause after a failed accept (EMFILE...): long enough not to spin, short enough to be unseen.
 pub(crate) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The largest HTTP/2 frame a client may send us (see [`serve`]).
+const MAX_FRAME_SIZE: u32 = 256 * 1024;
+
 /// Accepts until shutdown; each connection is served on its own task, tracked for the drain.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
@@ -98,7 +101,14 @@ where
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
+    // A request body arrives in frames as large as we allow: at HTTP/2's 16 KiB default a
+    // 200 KB body is thirteen frames, each read, queued and polled apart before the whole body
+    // can be inspected. The flow-control windows (1 MiB, hyper's default) already let a whole
+    // body come without waiting for a WINDOW_UPDATE, and they still bound what one stream holds.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_frame_size(MAX_FRAME_SIZE);
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let result = tokio::select! {
