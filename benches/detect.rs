@@ -196,7 +196,11 @@ pub fn prose_corpus() -> Vec<u8> {
         }
         sentence += 1;
         if sentence > 8 + (state % 12) as usize {
-            out.extend_from_slice(if state.is_multiple_of(5) { b".\n\n" } else { b". " });
+            out.extend_from_slice(if state.is_multiple_of(5) {
+                b".\n\n"
+            } else {
+                b". "
+            });
             sentence = 0;
         }
     }
