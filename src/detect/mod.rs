@@ -778,9 +778,10 @@ match = ["ref AB 123456"]
 
     /// What `digit_runs` must report, by a regex: digits joined by single separators.
     fn regex_digit_runs(text: &str, min: usize) -> Vec<(usize, usize, usize)> {
-        regex::Regex::new(r"[0-9](?:[ .-]?[0-9])*")
-            .expect("regex")
-            .find_iter(text)
+        static RUNS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r"[0-9](?:[ .-]?[0-9])*").expect("regex")
+        });
+        RUNS.find_iter(text)
             .map(|m| {
                 let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
                 (m.start(), m.end(), digits)
