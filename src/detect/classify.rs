@@ -52,6 +52,18 @@ pub fn run_starts(window: u128, len: usize) -> u64 {
     ones as u64
 }
 
+/// `starts` (a block's bits, the block beginning at byte `base`) without those before byte
+/// `floor`: a caller that has read a long run drops the starts inside it at once rather than
+/// one per byte.
+#[inline(always)]
+pub fn starts_from(starts: u64, base: usize, floor: usize) -> u64 {
+    match floor.saturating_sub(base) {
+        0 => starts,
+        below if below >= BLOCK => 0,
+        below => starts & u64::MAX << below,
+    }
+}
+
 /// Base64 and hex bytes, URL-safe alphabet included: `A-Z a-z 0-9 + / - _`.
 pub fn base64(block: &[u8; BLOCK]) -> u64 {
     each_16(block, |x| {

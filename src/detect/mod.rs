@@ -674,11 +674,16 @@ fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize
         }
         let next = masks.peek().map_or(0, |&next| joined(next, carry));
         let mut starts = classify::run_starts(u128::from(this) | u128::from(next) << 64, min);
-        while starts != 0 {
+        loop {
+            // Starts inside a run already reported are dropped at once.
+            starts = classify::starts_from(starts, base, floor);
+            if starts == 0 {
+                break;
+            }
             let start = base + starts.trailing_zeros() as usize;
             starts &= starts - 1;
-            // Inside a run already reported, or a lone trailing separator (when `min` is 1).
-            if start < floor || !digit(start) {
+            // A lone trailing separator (when `min` is 1).
+            if !digit(start) {
                 continue;
             }
             let mut end = start + 1;

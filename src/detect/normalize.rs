@@ -253,7 +253,7 @@ fn base64_runs(input: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut base = 0;
     let mut starts = 0u64;
     // Everything before `floor` belongs to a run already reported.
-    let mut floor = 0;
+    let mut floor = 0usize;
     std::iter::from_fn(move || loop {
         while starts == 0 {
             let mask = masks.next()?;
@@ -262,13 +262,15 @@ fn base64_runs(input: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
             block += 1;
             starts = classify::run_starts(u128::from(mask) | u128::from(next) << 64, MIN_BASE64);
         }
-        let start = base + starts.trailing_zeros() as usize;
-        starts &= starts - 1;
-        // Past `floor`, a run's first start is where it begins (its earlier bytes would have
-        // started it); later starts inside it are skipped.
-        if start < floor {
+        // Starts inside a run already reported are dropped all at once (a megabyte image is
+        // one run: one start per byte of it). Past `floor`, a run's first start is where it
+        // begins, since its earlier bytes would have started it.
+        starts = classify::starts_from(starts, base, floor);
+        if starts == 0 {
             continue;
         }
+        let start = base + starts.trailing_zeros() as usize;
+        starts &= starts - 1;
         let mut end = start + MIN_BASE64;
         while end < input.len() && is_b64(input[end]) {
             end += 1;
