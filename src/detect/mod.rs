@@ -208,10 +208,7 @@ impl Scanner {
                 }
             }
         }
-        let prefilter = prefilter::Prefilter::new(&keywords).map_err(|msg| RuleError::File {
-            file: "policies/rules".into(),
-            msg: format!("keyword prefilter: {msg}"),
-        })?;
+        let prefilter = prefilter::Prefilter::new(&keywords);
         let ids: Vec<Arc<str>> = rules
             .iter()
             .map(|r| Arc::from(r.spec.id.as_str()))

@@ -130,7 +130,7 @@ impl std::fmt::Debug for Prefilter {
 
 impl Prefilter {
     /// `keywords` must be lower-case ASCII-folded; their index is what `for_each` reports.
-    pub fn new(keywords: &[Vec<u8>]) -> Result<Self, String> {
+    pub fn new(keywords: &[Vec<u8>]) -> Self {
         let mut single = Vec::new();
         let mut pairs = Vec::new();
         let mut long = Vec::new();
@@ -149,13 +149,13 @@ impl Prefilter {
             .collect();
         single_needles.sort_unstable();
         single_needles.dedup();
-        Ok(Prefilter {
+        Prefilter {
             single,
             single_needles,
             pairs,
             anchors,
             keywords: keywords.len(),
-        })
+        }
     }
 
     /// Calls `found(keyword index, start, end)` for every occurrence in `text`, overlapping ones
@@ -444,7 +444,7 @@ mod tests {
 
     fn hits(keywords: &[&str], text: &str) -> Vec<(usize, usize, usize)> {
         let keywords: Vec<Vec<u8>> = keywords.iter().map(|k| k.as_bytes().to_vec()).collect();
-        let prefilter = Prefilter::new(&keywords).expect("builds");
+        let prefilter = Prefilter::new(&keywords);
         let mut out = Vec::new();
         prefilter.for_each(text.as_bytes(), |id, start, end| out.push((id, start, end)));
         out.sort_unstable();
@@ -519,7 +519,7 @@ mod tests {
             let keywords: Vec<Vec<u8>> = (0..count)
                 .map(|_| pick(None).to_ascii_lowercase())
                 .collect();
-            let prefilter = Prefilter::new(&keywords).expect("builds");
+            let prefilter = Prefilter::new(&keywords);
             for len in [0, 1, 2, 3, 13, 14, 15, 26, 27, 40, 300] {
                 let text = pick(Some(len));
                 let mut found = Vec::new();
@@ -552,7 +552,7 @@ mod tests {
         // Every position a hit of two keywords; hits must come out in order of end, each
         // once, without collecting and sorting them all.
         let keywords = [b"a".repeat(10), b"a".repeat(20), b"sk-".to_vec()];
-        let prefilter = Prefilter::new(&keywords).expect("builds");
+        let prefilter = Prefilter::new(&keywords);
         let text = b"a".repeat(10_000);
         let mut ends = Vec::new();
         prefilter.for_each(&text, |id, start, end| {
@@ -591,13 +591,11 @@ mod tests {
         let text = unit.repeat(200);
         let owned: Vec<Vec<u8>> = keywords.iter().map(|k| k.as_bytes().to_vec()).collect();
         let mut ends = Vec::new();
-        Prefilter::new(&owned)
-            .expect("builds")
-            .for_each(text.as_bytes(), |id, _, end| {
-                if keywords[id].len() > 1 {
-                    ends.push(end);
-                }
-            });
+        Prefilter::new(&owned).for_each(text.as_bytes(), |id, _, end| {
+            if keywords[id].len() > 1 {
+                ends.push(end);
+            }
+        });
         assert!(ends.windows(2).all(|w| w[0] <= w[1]), "hits out of order");
     }
 }
