@@ -2,6 +2,9 @@
 //! detection engine and the shipped default policy: what leaves, what is changed, what is
 //! refused and what the user is told.
 
+#[path = "support/policies.rs"]
+mod policies;
+
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -702,19 +705,9 @@ fn websocket_upgrade(path: &str) -> Outbound {
     r
 }
 
-/// A policy that inspects the AI hosts and refuses WebSocket upgrades to them.
-const REFUSE_WEBSOCKETS: &str = r#"
-    name = "no-websockets"
-    [settings]
-    websocket = "refuse"
-    [[destination]]
-    hosts = ["@ai"]
-    route = "inspect"
-"#;
-
 #[test]
 fn a_websocket_upgrade_is_refused_when_the_policy_says_so() {
-    let (gate, _) = gate(policy_from(REFUSE_WEBSOCKETS));
+    let (gate, _) = gate(policy_from(policies::REFUSE_WEBSOCKETS));
     let (status, error) = refused(gate.check(websocket_upgrade("/v1/responses")));
     assert_eq!(status, 426);
     assert_eq!(error["error"]["code"], "websocket_refused");
@@ -724,7 +717,7 @@ fn a_websocket_upgrade_is_refused_when_the_policy_says_so() {
 fn a_websocket_named_second_among_several_upgrades_is_still_a_websocket() {
     // The proxy carries the upgrade as a WebSocket if any `Upgrade` value says so; the policy
     // must see the same request the same way, or the socket would be relayed unread.
-    let (gate, _) = gate(policy_from(REFUSE_WEBSOCKETS));
+    let (gate, _) = gate(policy_from(policies::REFUSE_WEBSOCKETS));
     let mut upgrade = websocket_upgrade("/v1/responses");
     let headers = &mut upgrade.parts.headers;
     headers.remove("upgrade");

@@ -124,14 +124,7 @@ async fn a_policy_that_refuses_websockets_answers_426_and_nothing_reaches_the_up
     let policy = tempfile::tempdir().expect("policy dir");
     std::fs::write(
         policy.path().join("policy.toml"),
-        r#"
-        name = "no-websockets"
-        [settings]
-        websocket = "refuse"
-        [[destination]]
-        hosts = ["@ai"]
-        route = "inspect"
-        "#,
+        support::policies::REFUSE_WEBSOCKETS,
     )
     .expect("write policy");
     let guard = Guard::for_upstream(

@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod guard;
+pub mod policies;
 pub mod upstream;
