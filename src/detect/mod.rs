@@ -351,7 +351,10 @@ impl Scanner {
                     return;
                 }
             };
-            let window = start.saturating_sub(reach)..end.saturating_add(reach).min(len);
+            let mut window = start.saturating_sub(reach)..end.saturating_add(reach).min(len);
+            if let Some(lines) = self.rules[rule].line_span {
+                window = clip_to_lines(text, window, start, end, lines);
+            }
             let list = &mut windows[rule];
             match list.last_mut() {
                 Some(last) if window.start >= last.start && window.start <= last.end => {
@@ -499,7 +502,7 @@ impl Scanner {
                 return None;
             }
         }
-        if rule.allow_patterns.iter().any(|p| p.is_match(value)) {
+        if rule.allowed_by_pattern(value) {
             return None;
         }
         if !rule.stopwords.is_empty() {
@@ -605,12 +608,35 @@ impl std::fmt::Display for CaseFailure {
     }
 }
 
-/// Every embedded pack, parsed. Cheap enough to do at start-up (packs are small).
+/// Every embedded pack, parsed, the packs shared out over the cores: parsing TOML and ~300
+/// patterns is most of a `scan`'s start-up, which no amount of scanning speed hides.
 fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
+    let parse = |(name, text): &(&str, &str)| {
+        rules::parse_pack(&Path::new("policies/rules").join(name), text)
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let per_worker = rules::BUILTIN_PACKS.len().div_ceil(workers);
+    let parsed: Vec<Result<Vec<Rule>, RuleError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = rules::BUILTIN_PACKS
+            .chunks(per_worker.max(1))
+            .skip(1)
+            .map(|packs| scope.spawn(move || packs.iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        let mut parsed: Vec<_> = rules::BUILTIN_PACKS[..per_worker.min(rules::BUILTIN_PACKS.len())]
+            .iter()
+            .map(parse)
+            .collect();
+        for handle in handles {
+            match handle.join() {
+                Ok(more) => parsed.extend(more),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parsed
+    });
     let mut rules = Vec::new();
-    for (name, text) in rules::BUILTIN_PACKS {
-        let file = Path::new("policies/rules").join(name);
-        rules.extend(rules::parse_pack(&file, text)?);
+    for pack in parsed {
+        rules.extend(pack?);
     }
     Ok(rules)
 }
@@ -626,6 +652,27 @@ struct DigitGate {
 }
 
 /// Whether the byte before `at` (or before one space there) is an ASCII letter.
+/// Narrows `window` around the hit `start..end` to the hit's line and `lines` more on each side,
+/// keeping the line breaks that bound them (a pattern may read one as the byte before or after
+/// its value). The match holds the hit, so it cannot reach further.
+fn clip_to_lines(
+    text: &[u8],
+    mut window: Range<usize>,
+    start: usize,
+    end: usize,
+    lines: usize,
+) -> Range<usize> {
+    let mut before = memchr::memrchr_iter(b'\n', &text[window.start..start]);
+    if let Some(newline) = before.nth(lines) {
+        window.start += newline;
+    }
+    let mut after = memchr::memchr_iter(b'\n', &text[end..window.end]);
+    if let Some(newline) = after.nth(lines) {
+        window.end = end + newline + 1;
+    }
+    window
+}
+
 fn follows_letter(text: &[u8], at: usize) -> bool {
     match at.checked_sub(1).map(|i| (i, text[i])) {
         Some((_, b)) if b.is_ascii_alphabetic() => true,
@@ -904,5 +951,123 @@ match = ["ref AB 123456"]
             ),
             ["secret.generic_api_key", "secret.acme_key"]
         );
+    }
+
+    /// Every rule searched over the whole text: what the windows must reproduce.
+    fn scan_text_whole(scanner: &Scanner, text: &[u8]) -> Vec<(Arc<str>, usize, usize)> {
+        let mut out = Vec::new();
+        for rule in 0..scanner.rules.len() {
+            scanner.run_rule(rule, text, 0..text.len(), &mut out);
+        }
+        let mut found: Vec<_> = out
+            .into_iter()
+            .map(|f| (f.detector, f.span.start, f.span.end))
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn windows_around_keyword_hits_find_what_a_whole_input_search_finds() {
+        // Every shipped rule's own cases, strewn over lines of code-like filler, several to a
+        // line or wrapped the way formatters wrap them: each match must hold a keyword (or a
+        // digit run) and lie within the lines its window keeps.
+        let scanner = Scanner::builtin().expect("shipped rules load");
+        let cases: Vec<&str> = scanner
+            .rules
+            .iter()
+            .flat_map(|r| r.spec.tests.matches.iter().chain(&r.spec.tests.no_match))
+            .map(String::as_str)
+            .collect();
+        let filler = [
+            "let key = map.get(&token).unwrap_or_default();",
+            "    // see user@example.org or +1 415 555 0100 for details",
+            "value = \"plain words and more plain words\"",
+            "",
+            "\t}",
+            "password:",
+            "config:\n  api_key:",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for round in 0..48 {
+            let mut text = String::new();
+            for _ in 0..200 {
+                match next(6) {
+                    0 | 1 => text.push_str(cases[next(cases.len())]),
+                    2 => {
+                        text.push_str(cases[next(cases.len())]);
+                        text.push(' ');
+                        text.push_str(cases[next(cases.len())]);
+                    }
+                    3 => text.push_str(&format!("  \"field\": \"{}\",", cases[next(cases.len())])),
+                    _ => text.push_str(filler[next(filler.len())]),
+                }
+                text.push_str(["\n", "\r\n", "\n\n", " "][next(4)]);
+            }
+            let mut windowed = Vec::new();
+            scanner.scan_text(text.as_bytes(), &mut windowed);
+            let mut windowed: Vec<_> = windowed
+                .into_iter()
+                .map(|f| (f.detector, f.span.start, f.span.end))
+                .collect();
+            windowed.sort();
+            let whole = scan_text_whole(&scanner, text.as_bytes());
+            let missing: Vec<_> = whole.iter().filter(|f| !windowed.contains(f)).collect();
+            let extra: Vec<_> = windowed.iter().filter(|f| !whole.contains(f)).collect();
+            let context = |f: &&(Arc<str>, usize, usize)| {
+                format!(
+                    "{} {:?}",
+                    f.0,
+                    &text[f.1.saturating_sub(150)..(f.2 + 20).min(text.len())]
+                )
+            };
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "round {round}: missed {:?}, extra {:?}",
+                missing.iter().map(context).collect::<Vec<_>>(),
+                extra.iter().map(context).collect::<Vec<_>>(),
+            );
+        }
+    }
+
+    #[test]
+    fn line_breaks_a_match_can_hold_are_counted_from_the_pattern() {
+        let lines = |pattern: &str| {
+            let hir = rules::parse_pattern(pattern).expect("pattern parses");
+            rules::interior_newlines(&hir, true, true)
+        };
+        assert_eq!(
+            lines(r"(?m)^[ \t]{0,4}key[ \t]*=([a-z]+)[ \t]*\r?$"),
+            Some(0)
+        );
+        // A boundary byte before or after the value may be the line break itself.
+        assert_eq!(lines(r"(?:^|[^a-z])(x{4,8})(?:[^a-z]|$)"), Some(0));
+        assert_eq!(lines(r"(?:[^a-z]x|y)z"), Some(0));
+        assert_eq!(lines(r"x(?:[^a-z]|$)y"), Some(1));
+        assert_eq!(lines(r"key\s{0,16}=\s{0,16}(v+)"), Some(32));
+        assert_eq!(lines(r"key\s*=(v+)"), None);
+        assert_eq!(lines(r"a\nb"), Some(1));
+        assert_eq!(lines(r"\nab\n"), Some(0));
+        assert_eq!(lines(r"a[\s\S]{0,3}?b|c"), Some(3));
+        assert_eq!(lines(r"a(?:\r?\n)?b"), Some(1));
+    }
+
+    #[test]
+    fn a_window_keeps_the_hits_line_and_the_breaks_around_it() {
+        let text = b"one\ntwo key three\nfour\nfive";
+        let hit = 8..11;
+        let all = 0..text.len();
+        let clip = |lines| &text[clip_to_lines(text, all.clone(), hit.start, hit.end, lines)];
+        assert_eq!(clip(0), b"\ntwo key three\n");
+        assert_eq!(clip(1), b"one\ntwo key three\nfour\n");
+        assert_eq!(clip(5), text);
+        // The window given stays the outer bound.
+        assert_eq!(&text[clip_to_lines(text, 6..14, 8, 11, 0)], b"o key th");
     }
 }

@@ -166,10 +166,15 @@ pub struct Rule {
     /// Whether `max_match` is exact. When it is not, a match touching its window's edge may be
     /// cut short by it, and the scanner searches the whole input for that rule instead.
     pub bounded: bool,
+    /// How many line breaks a match can hold (one that can only be its first or last byte not
+    /// counted), if bounded. A window then stops that many lines from the keyword hit's line:
+    /// code is full of keywords (`key`, `token`, `@`) beside long lines that cannot hold their
+    /// match, and searching those lines was most of the scan of a source tree.
+    pub line_span: Option<usize>,
     pub group: usize,
     pub validator: Option<Validator>,
     pub allow_values: Vec<Vec<u8>>,
-    pub allow_patterns: Vec<regex::bytes::Regex>,
+    allow_patterns: AllowPatterns,
     pub stopwords: Vec<Vec<u8>>,
     /// Lower-cased keywords, for the prefilter.
     pub keywords: Vec<Vec<u8>>,
@@ -185,6 +190,26 @@ impl std::fmt::Debug for Rule {
 }
 
 impl Rule {
+    /// Whether one of the rule's `allow.patterns` matches `value`.
+    pub fn allowed_by_pattern(&self, value: &[u8]) -> bool {
+        let allow = &self.allow_patterns;
+        if allow.patterns.is_empty() {
+            return false;
+        }
+        allow
+            .set
+            .get_or_init(|| {
+                regex::bytes::RegexSetBuilder::new(&allow.patterns)
+                    .unicode(false)
+                    .size_limit(16 << 20)
+                    .dfa_size_limit(16 << 20)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+            .is_some_and(|set| set.is_match(value))
+    }
+
     /// The compiled pattern, built on first use; `None` if it exceeds the engine's size limits
     /// (then the rule never matches, and its own `match` cases say so).
     pub fn regex(&self) -> Option<&meta::Regex> {
@@ -202,6 +227,15 @@ impl Rule {
             })
             .as_ref()
     }
+}
+
+/// A rule's `allow.patterns`, checked at load time and compiled (as one set) the first time a
+/// value needs them: most rules never match, and compiling every rule's allowlist was a third
+/// of the start-up.
+struct AllowPatterns {
+    patterns: Vec<String>,
+    /// `None` if the set exceeds the engine's size limits (then nothing is allowed by pattern).
+    set: OnceLock<Option<regex::bytes::RegexSet>>,
 }
 
 /// File and line a rule was defined at.
@@ -307,6 +341,62 @@ fn invalid(origin: &Origin, rule: &str, msg: String) -> RuleError {
 /// What an unbounded repetition counts for in [`Rule::max_match`]: more than any realistic
 /// run of `\s*` between a key name and its value, and a window edge catches the rest.
 pub const UNBOUNDED_REACH: usize = 256;
+
+/// The most line breaks a match of `hir` can hold, not counting one that can only be the
+/// match's first or last byte (`(?:^|[^\w])`, `(?:\W|$)`: the byte before or after a value);
+/// `None` if unbounded. `(?m)^key=value$` holds none: look-arounds consume nothing.
+pub(crate) fn interior_newlines(hir: &Hir, at_start: bool, at_end: bool) -> Option<usize> {
+    use regex_syntax::hir::{Class, HirKind};
+    let edge = |is_newline: bool| usize::from(is_newline && !at_start && !at_end);
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(literal) => {
+            let bytes = &literal.0;
+            let last = bytes.len().saturating_sub(1);
+            Some(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &b)| b == b'\n' && !(at_start && i == 0 || at_end && i == last))
+                    .count(),
+            )
+        }
+        HirKind::Class(Class::Bytes(class)) => Some(edge(
+            class
+                .ranges()
+                .iter()
+                .any(|r| (r.start()..=r.end()).contains(&b'\n')),
+        )),
+        HirKind::Class(Class::Unicode(class)) => Some(edge(
+            class
+                .ranges()
+                .iter()
+                .any(|r| (r.start()..=r.end()).contains(&'\n')),
+        )),
+        HirKind::Repetition(repetition) => match repetition.max {
+            Some(0) => Some(0),
+            Some(1) => interior_newlines(&repetition.sub, at_start, at_end),
+            max => match interior_newlines(&repetition.sub, false, false)? {
+                0 => Some(0),
+                each => max.map(|max| each.saturating_mul(max as usize)),
+            },
+        },
+        HirKind::Capture(capture) => interior_newlines(&capture.sub, at_start, at_end),
+        HirKind::Alternation(subs) => subs.iter().try_fold(0, |most, sub| {
+            Some(most.max(interior_newlines(sub, at_start, at_end)?))
+        }),
+        HirKind::Concat(subs) => {
+            let empty = |sub: &Hir| sub.properties().maximum_len() == Some(0);
+            let mut total = 0usize;
+            for (i, sub) in subs.iter().enumerate() {
+                let first = at_start && subs[..i].iter().all(empty);
+                let last = at_end && subs[i + 1..].iter().all(empty);
+                total = total.saturating_add(interior_newlines(sub, first, last)?);
+            }
+            Some(total)
+        }
+    }
+}
 
 /// The longest match of `hir`, counting each unbounded repetition as [`UNBOUNDED_REACH`].
 fn capped_max_len(hir: &Hir) -> usize {
@@ -452,18 +542,22 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
             )
         })?),
     };
-    let mut allow_patterns = Vec::with_capacity(spec.allow.patterns.len());
     for pattern in &spec.allow.patterns {
-        allow_patterns.push(compile_regex(pattern).map_err(|error| RuleError::Regex {
+        parse_pattern(pattern).map_err(|msg| RuleError::Regex {
             file: origin.file.clone(),
             line: origin.line,
             rule: id.clone(),
-            msg: format!("allow pattern: {error}"),
-        })?);
+            msg: format!("allow pattern: {msg}"),
+        })?;
     }
+    let allow_patterns = AllowPatterns {
+        patterns: spec.allow.patterns.clone(),
+        set: OnceLock::new(),
+    };
     Ok(Rule {
         max_match: Some(capped_max_len(&hir)),
         bounded: hir.properties().maximum_len().is_some(),
+        line_span: interior_newlines(&hir, true, true),
         hir,
         regex: OnceLock::new(),
         group,
