@@ -98,6 +98,10 @@ const MAX_DECODED: usize = 8 << 20;
 /// Rules whose longest match is longer than this search the whole input instead of windows.
 const MAX_WINDOW: usize = 4096;
 
+/// Windows are clipped to the lines a match can span only when it spans this few: finding more
+/// line breaks costs more than it saves (a window of a few hundred bytes holds a dozen lines).
+const MAX_CLIP_LINES: usize = 2;
+
 /// Scans bytes with a compiled rule set. Cheap to share (`Arc`), immutable once built.
 pub struct Scanner {
     rules: Vec<Rule>,
@@ -352,7 +356,7 @@ impl Scanner {
                 }
             };
             let mut window = start.saturating_sub(reach)..end.saturating_add(reach).min(len);
-            if let Some(lines) = self.rules[rule].line_span {
+            if let Some(lines) = self.rules[rule].line_span.filter(|&n| n <= MAX_CLIP_LINES) {
                 window = clip_to_lines(text, window, start, end, lines);
             }
             let list = &mut windows[rule];
@@ -451,8 +455,14 @@ impl Scanner {
         for captures in regex.captures_iter(Input::new(text).span(window.clone())) {
             if !rule.bounded {
                 if let Some(whole) = captures.get_match() {
-                    cut |= whole.start() == window.start && window.start > 0
-                        || whole.end() == window.end && window.end < text.len();
+                    // A line break at the window's edge bounds a match that cannot cross one
+                    // as surely as the input's own ends do.
+                    let single_line = rule.line_span == Some(0);
+                    let hard = |at: usize| single_line && text[at] == b'\n';
+                    cut |= whole.start() == window.start && window.start > 0 && !hard(window.start)
+                        || whole.end() == window.end
+                            && window.end < text.len()
+                            && !hard(window.end - 1);
                 }
             }
             // The rule's group, or (for a pattern whose alternatives each capture the value in
