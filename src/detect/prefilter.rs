@@ -59,6 +59,8 @@ struct Anchors {
     /// comparisons then stop at the keywords really anchored on it (measured: with shared
     /// slots, a fifth of an agent request's scan went to comparing unrelated keywords).
     table: Box<[u16; TABLE_LEN]>,
+    /// The hash multiplier that keeps common trigrams off the anchors' entries.
+    multiplier: u32,
     slots: Vec<Vec<Anchored>>,
     /// How far past its anchor's start a keyword can end: the most any anchored keyword's
     /// length exceeds its anchor's offset.
@@ -235,9 +237,56 @@ impl Prefilter {
 /// The anchor-table slot of the trigram in the low three bytes of `bytes` (the fourth is
 /// ignored), ASCII case folded: `& 0xDF` maps both cases of a letter to one value, and any
 /// two bytes equal but for case to the same value.
+/// `multiplier` is the table's own (see [`choose_multiplier`]).
 #[inline(always)]
-fn slot_of(bytes: u32) -> usize {
-    ((bytes & FOLD).wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
+fn slot_of(bytes: u32, multiplier: u32) -> usize {
+    ((bytes & FOLD).wrapping_mul(multiplier) >> (32 - TABLE_BITS)) as usize
+}
+
+/// Picks the hash multiplier under which the fewest common trigrams share a table entry with
+/// an anchor, weighing each by how common it is. A common trigram that lands on an anchor's
+/// entry marks positions for nothing: with the first fixed multiplier, `mit` and `lik` did,
+/// and were half of all marked positions in English prose.
+fn choose_multiplier(anchors: &[u32]) -> u32 {
+    let ranks = common_trigrams();
+    let common: Vec<(u32, usize)> = ranks
+        .iter()
+        .map(|(gram, &rank)| {
+            let folded = u32::from_le_bytes([gram[0], gram[1], gram[2], 0]) & FOLD;
+            (folded, ranks.len() - rank)
+        })
+        .filter(|(folded, _)| !anchors.contains(folded))
+        .collect();
+    // One bit per table entry: 16 KiB, refilled per candidate.
+    let mut occupied = vec![0u64; TABLE_LEN / 64];
+    let is_set = |bits: &[u64], slot: usize| bits[slot / 64] >> (slot % 64) & 1 == 1;
+    let mut best = (usize::MAX, 0x9E37_79B1);
+    // A fixed sequence of odd multipliers (SplitMix64's), so every build picks the same one.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..32 {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let multiplier = (z >> 32) as u32 | 1;
+        occupied.fill(0);
+        for &anchor in anchors {
+            let slot = slot_of(anchor, multiplier);
+            occupied[slot / 64] |= 1 << (slot % 64);
+        }
+        let cost: usize = common
+            .iter()
+            .filter(|&&(gram, _)| is_set(&occupied, slot_of(gram, multiplier)))
+            .map(|&(_, weight)| weight)
+            .sum();
+        if cost < best.0 {
+            best = (cost, multiplier);
+            if cost == 0 {
+                break;
+            }
+        }
+    }
+    best.1
 }
 
 /// The trigram starting at `at`, read as the low bytes of a `u32`; zero past the end.
@@ -287,10 +336,17 @@ impl Anchors {
             .unwrap_or_else(|_| unreachable!("a vector of TABLE_LEN entries"));
         let mut slots: Vec<Vec<Anchored>> = vec![Vec::new()];
         let mut reach = 0;
-        for &(id, keyword) in keywords {
-            let anchored = Anchored::new(id, keyword, anchor_offset(keyword));
-            reach = reach.max(keyword.len() - anchored.offset);
-            let slot = slot_of(anchored.anchor);
+        let anchored: Vec<Anchored> = keywords
+            .iter()
+            .map(|&(id, keyword)| Anchored::new(id, keyword, anchor_offset(keyword)))
+            .collect();
+        let mut folded: Vec<u32> = anchored.iter().map(|a| a.anchor).collect();
+        folded.sort_unstable();
+        folded.dedup();
+        let multiplier = choose_multiplier(&folded);
+        for anchored in anchored {
+            reach = reach.max(anchored.keyword.len() - anchored.offset);
+            let slot = slot_of(anchored.anchor, multiplier);
             if table[slot] == 0 {
                 // At most one slot per table entry, so fewer than 2^17 of them: with more
                 // than 65,535, later ones share the last (each keyword is still compared).
@@ -303,6 +359,7 @@ impl Anchors {
         }
         Anchors {
             table,
+            multiplier,
             slots,
             reach,
         }
@@ -313,14 +370,15 @@ impl Anchors {
         let mut hits = InOrder::new(self.reach, emit);
         let hits = &mut hits;
         let table = &*self.table;
+        let multiplier = self.multiplier;
         let mut at = 0;
         while let Some(window) = text.get(at..).and_then(|rest| rest.first_chunk::<WINDOW>()) {
             let near = u64::from_le_bytes(window[..8].try_into().unwrap_or_default());
             let far = u64::from_le_bytes(window[6..].try_into().unwrap_or_default());
             let mut marked = 0;
             for k in 0..6 {
-                marked |= table[slot_of((near >> (8 * k)) as u32)]
-                    | table[slot_of((far >> (8 * k)) as u32)];
+                marked |= table[slot_of((near >> (8 * k)) as u32, multiplier)]
+                    | table[slot_of((far >> (8 * k)) as u32, multiplier)];
             }
             if marked != 0 {
                 self.confirm_step(text, at, [near, far], hits);
@@ -348,7 +406,7 @@ impl Anchors {
         // position.
         let mut marks = 0u16;
         for k in 0..STEP {
-            marks |= u16::from(self.table[slot_of(bytes(k))] != 0) << k;
+            marks |= u16::from(self.table[slot_of(bytes(k), self.multiplier)] != 0) << k;
         }
         while marks != 0 {
             let k = marks.trailing_zeros() as usize;
@@ -367,7 +425,7 @@ impl Anchors {
         bytes: u32,
         hits: &mut InOrder<'_, F>,
     ) {
-        let slot = self.table[slot_of(bytes)];
+        let slot = self.table[slot_of(bytes, self.multiplier)];
         if slot == 0 {
             return;
         }
