@@ -139,7 +139,8 @@ fn main() {
         }
         let lower = input.to_ascii_lowercase();
         for rule in scanner.rules() {
-            let unbounded = rule.max_match.is_none_or(|m| m > 4096);
+            let max_match = rule.shape().map(|shape| shape.max_match);
+            let unbounded = max_match.is_none_or(|m| m > 4096);
             let triggered = rule
                 .keywords
                 .iter()
@@ -148,7 +149,7 @@ fn main() {
             if triggered > 0 && unbounded {
                 println!(
                     "  whole-input rule triggered: {} (max match {:?})",
-                    rule.spec.id, rule.max_match
+                    rule.spec.id, max_match
                 );
             }
         }

@@ -348,15 +348,16 @@ impl Scanner {
             if whole[rule] {
                 return;
             }
-            let reach = match self.rules[rule].max_match {
-                Some(max) if max <= MAX_WINDOW => max,
-                _ => {
-                    whole[rule] = true;
-                    return;
-                }
+            let Some(shape) = self.rules[rule].shape() else {
+                return;
             };
+            if shape.max_match > MAX_WINDOW {
+                whole[rule] = true;
+                return;
+            }
+            let reach = shape.max_match;
             let mut window = start.saturating_sub(reach)..end.saturating_add(reach).min(len);
-            if let Some(lines) = self.rules[rule].line_span.filter(|&n| n <= MAX_CLIP_LINES) {
+            if let Some(lines) = shape.line_span.filter(|&n| n <= MAX_CLIP_LINES) {
                 window = clip_to_lines(text, window, start, end, lines);
             }
             let list = &mut windows[rule];
@@ -439,7 +440,7 @@ impl Scanner {
     /// Runs one rule's regex over `window` of `text` (the text around it still counts for
     /// `\b` and anchors) and keeps the values that pass the rule's checks. Returns whether a
     /// match of a pattern without exact bounds touched an edge of the window (see
-    /// [`Rule::bounded`]).
+    /// [`rules::Shape::bounded`]).
     fn run_rule(
         &self,
         index: usize,
@@ -448,16 +449,16 @@ impl Scanner {
         out: &mut Vec<Finding>,
     ) -> bool {
         let rule = &self.rules[index];
-        let Some(regex) = rule.regex() else {
+        let (Some(shape), Some(regex)) = (rule.shape(), rule.regex()) else {
             return false;
         };
         let mut cut = false;
         for captures in regex.captures_iter(Input::new(text).span(window.clone())) {
-            if !rule.bounded {
+            if !shape.bounded {
                 if let Some(whole) = captures.get_match() {
                     // A line break at the window's edge bounds a match that cannot cross one
                     // as surely as the input's own ends do.
-                    let single_line = rule.line_span == Some(0);
+                    let single_line = shape.line_span == Some(0);
                     let hard = |at: usize| single_line && text[at] == b'\n';
                     cut |= whole.start() == window.start && window.start > 0 && !hard(window.start)
                         || whole.end() == window.end
@@ -468,7 +469,7 @@ impl Scanner {
             // The rule's group, or (for a pattern whose alternatives each capture the value in
             // their own group) the first group that took part in the match.
             let Some(span) = captures
-                .get_group(rule.group)
+                .get_group(shape.group)
                 .or_else(|| (1..captures.group_len()).find_map(|group| captures.get_group(group)))
             else {
                 continue;
@@ -622,7 +623,7 @@ impl std::fmt::Display for CaseFailure {
 /// patterns is most of a `scan`'s start-up, which no amount of scanning speed hides.
 fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
     let parse = |(name, text): &(&str, &str)| {
-        rules::parse_pack(&Path::new("policies/rules").join(name), text)
+        rules::parse_builtin_pack(&Path::new("policies/rules").join(name), text)
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let per_worker = rules::BUILTIN_PACKS.len().div_ceil(workers);

@@ -150,28 +150,18 @@ struct PackFile {
 
 /// A rule ready to run: the spec plus its parsed pattern, allowlist and validator.
 ///
-/// The pattern is parsed (and so checked) at load time but compiled only the first time the
-/// rule's keyword occurs: a start-up that compiled every rule's automata would cost more than
-/// scanning a whole source tree.
+/// The pattern is compiled only the first time the rule's keyword occurs: a start-up that
+/// compiled every rule's automata would cost more than scanning a whole source tree.
 pub struct Rule {
     pub spec: RuleSpec,
     /// Where it was defined, for error messages and `policy test` reports.
     pub origin: Origin,
-    hir: Hir,
+    /// The pattern's syntax tree and what the scanner reads from it. Built at load time for
+    /// packs from disk (so that a bad pattern is reported with its file and line); for the
+    /// built-in packs, which the test suite checks, on the first keyword hit: parsing some 300
+    /// patterns was a fifth of `scan`'s start-up.
+    shape: OnceLock<Option<Shape>>,
     regex: OnceLock<Option<meta::Regex>>,
-    /// How far from a keyword hit a match can reach: the longest match the pattern can produce,
-    /// with each unbounded repetition (`\s*`, `+`) counted as [`UNBOUNDED_REACH`] bytes. The
-    /// regex searches just that window around each hit.
-    pub max_match: Option<usize>,
-    /// Whether `max_match` is exact. When it is not, a match touching its window's edge may be
-    /// cut short by it, and the scanner searches the whole input for that rule instead.
-    pub bounded: bool,
-    /// How many line breaks a match can hold (one that can only be its first or last byte not
-    /// counted), if bounded. A window then stops that many lines from the keyword hit's line:
-    /// code is full of keywords (`key`, `token`, `@`) beside long lines that cannot hold their
-    /// match, and searching those lines was most of the scan of a source tree.
-    pub line_span: Option<usize>,
-    pub group: usize,
     pub validator: Option<Validator>,
     pub allow_values: Vec<Vec<u8>>,
     allow_patterns: AllowPatterns,
@@ -210,11 +200,20 @@ impl Rule {
             .is_some_and(|set| set.is_match(value))
     }
 
+    /// The pattern's shape; `None` if it does not parse (possible only for a built-in pack, read
+    /// lazily: then the rule never matches, and its own `match` cases say so).
+    pub fn shape(&self) -> Option<&Shape> {
+        self.shape
+            .get_or_init(|| Shape::read(&self.spec).ok())
+            .as_ref()
+    }
+
     /// The compiled pattern, built on first use; `None` if it exceeds the engine's size limits
     /// (then the rule never matches, and its own `match` cases say so).
     pub fn regex(&self) -> Option<&meta::Regex> {
         self.regex
             .get_or_init(|| {
+                let shape = self.shape()?;
                 meta::Regex::builder()
                     .configure(
                         meta::Config::new()
@@ -222,10 +221,50 @@ impl Rule {
                             .nfa_size_limit(Some(16 << 20))
                             .dfa_size_limit(Some(16 << 20)),
                     )
-                    .build_from_hir(&self.hir)
+                    .build_from_hir(&shape.hir)
                     .ok()
             })
             .as_ref()
+    }
+}
+
+/// What the scanner needs to know of a rule's pattern, read from its syntax tree.
+pub struct Shape {
+    hir: Hir,
+    /// How far from a keyword hit a match can reach: the longest match the pattern can produce,
+    /// with each unbounded repetition (`\s*`, `+`) counted as [`UNBOUNDED_REACH`] bytes. The
+    /// regex searches just that window around each hit.
+    pub max_match: usize,
+    /// Whether `max_match` is exact. When it is not, a match touching its window's edge may be
+    /// cut short by it, and the scanner searches the whole input for that rule instead.
+    pub bounded: bool,
+    /// How many line breaks a match can hold (one that can only be its first or last byte not
+    /// counted), if bounded. A window then stops that many lines from the keyword hit's line:
+    /// code is full of keywords (`key`, `token`, `@`) beside long lines that cannot hold their
+    /// match, and searching those lines was most of the scan of a source tree.
+    pub line_span: Option<usize>,
+    /// The capture group that holds the value.
+    pub group: usize,
+}
+
+impl Shape {
+    /// Parses `spec.pattern`; the message says what is wrong with it.
+    fn read(spec: &RuleSpec) -> Result<Shape, String> {
+        let hir = parse_pattern(&spec.pattern)?;
+        let groups = hir.properties().explicit_captures_len();
+        let group = spec.group.unwrap_or(if groups > 0 { 1 } else { 0 });
+        if group > groups {
+            return Err(format!(
+                "group {group} but the pattern has {groups} capture group(s)"
+            ));
+        }
+        Ok(Shape {
+            max_match: capped_max_len(&hir),
+            bounded: hir.properties().maximum_len().is_some(),
+            line_span: interior_newlines(&hir, true, true),
+            group,
+            hir,
+        })
     }
 }
 
@@ -256,6 +295,23 @@ pub const BUILTIN_PACKS: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/b
 
 /// Parses and compiles one pack's text. `file` is only used in messages.
 pub fn parse_pack(file: &Path, text: &str) -> Result<Vec<Rule>, RuleError> {
+    read_pack(file, text, Patterns::Check)
+}
+
+/// Parses one of [`BUILTIN_PACKS`], leaving its patterns to be read on first use.
+pub(crate) fn parse_builtin_pack(file: &Path, text: &str) -> Result<Vec<Rule>, RuleError> {
+    read_pack(file, text, Patterns::Trust)
+}
+
+/// Whether a pack's patterns are parsed (and so checked) at load time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Patterns {
+    Check,
+    /// Built into the binary and checked by the test suite: read on first use.
+    Trust,
+}
+
+fn read_pack(file: &Path, text: &str, patterns: Patterns) -> Result<Vec<Rule>, RuleError> {
     let pack: PackFile = toml::from_str(text).map_err(|error| {
         let (line, col) = error
             .span()
@@ -284,7 +340,7 @@ pub fn parse_pack(file: &Path, text: &str) -> Result<Vec<Rule>, RuleError> {
                 format!("id already used at line {first}"),
             ));
         }
-        rules.push(compile(spec, origin)?);
+        rules.push(compile(spec, origin, patterns)?);
     }
     Ok(rules)
 }
@@ -445,7 +501,7 @@ pub(crate) fn compile_regex(pattern: &str) -> Result<regex::bytes::Regex, regex:
         .build()
 }
 
-fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
+fn compile(spec: RuleSpec, origin: Origin, patterns: Patterns) -> Result<Rule, RuleError> {
     let id = spec.id.clone();
     let valid_id = id.split('.').count() >= 2
         && id
@@ -511,20 +567,15 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
             "`digits_after_letter` needs `digits`".into(),
         ));
     }
-    let hir = parse_pattern(&spec.pattern).map_err(|msg| RuleError::Regex {
-        file: origin.file.clone(),
-        line: origin.line,
-        rule: id.clone(),
-        msg,
-    })?;
-    let groups = hir.properties().explicit_captures_len();
-    let group = spec.group.unwrap_or(if groups > 0 { 1 } else { 0 });
-    if group > groups {
-        return Err(invalid(
-            &origin,
-            &id,
-            format!("group {group} but the pattern has {groups} capture group(s)"),
-        ));
+    let shape = OnceLock::new();
+    if patterns == Patterns::Check {
+        let read = Shape::read(&spec).map_err(|msg| RuleError::Regex {
+            file: origin.file.clone(),
+            line: origin.line,
+            rule: id.clone(),
+            msg,
+        })?;
+        let _ = shape.set(Some(read));
     }
     if spec.digits.is_some_and(|n| n == 0) {
         return Err(invalid(&origin, &id, "`digits` must be at least 1".into()));
@@ -542,7 +593,12 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
             )
         })?),
     };
-    for pattern in &spec.allow.patterns {
+    for pattern in spec
+        .allow
+        .patterns
+        .iter()
+        .filter(|_| patterns == Patterns::Check)
+    {
         parse_pattern(pattern).map_err(|msg| RuleError::Regex {
             file: origin.file.clone(),
             line: origin.line,
@@ -555,12 +611,8 @@ fn compile(spec: RuleSpec, origin: Origin) -> Result<Rule, RuleError> {
         set: OnceLock::new(),
     };
     Ok(Rule {
-        max_match: Some(capped_max_len(&hir)),
-        bounded: hir.properties().maximum_len().is_some(),
-        line_span: interior_newlines(&hir, true, true),
-        hir,
+        shape,
         regex: OnceLock::new(),
-        group,
         validator,
         allow_values: spec
             .allow
@@ -604,4 +656,32 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
     let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
     (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The built-in packs' patterns are read on first use, trusting this test to have checked
+    /// them the way a pack from disk is checked at load time.
+    #[test]
+    fn every_built_in_pattern_and_allow_pattern_parses_and_compiles() {
+        for (name, text) in BUILTIN_PACKS {
+            let rules = parse_pack(Path::new(name), text).expect("built-in pack checks");
+            for rule in &rules {
+                let id = &rule.spec.id;
+                assert!(
+                    rule.regex().is_some(),
+                    "{id}: pattern exceeds the size limits"
+                );
+                if !rule.spec.allow.patterns.is_empty() {
+                    rule.allowed_by_pattern(b"");
+                    assert!(
+                        matches!(rule.allow_patterns.set.get(), Some(Some(_))),
+                        "{id}: allow patterns exceed the size limits"
+                    );
+                }
+            }
+        }
+    }
 }
