@@ -689,6 +689,128 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!("dapi{}", r.hex(32))
         ),
+        p!(
+            "secret.github_user_to_server_token",
+            "GITHUB_TOKEN",
+            "Github",
+            "api.github.com",
+            false,
+            |r| crc_token(r, "ghu_", true)
+        ),
+        p!(
+            "secret.anthropic_oauth_token",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "anthropic.Anthropic",
+            "api.anthropic.com",
+            false,
+            |r| format!("sk-ant-oat01-{}AA", r.s(URLSAFE, 93))
+        ),
+        p!(
+            "secret.google_oauth_access_token",
+            "GOOGLE_ACCESS_TOKEN",
+            "Credentials",
+            "www.googleapis.com",
+            false,
+            |r| format!("ya29.a0{}", r.s(URLSAFE, 150))
+        ),
+        p!(
+            "secret.age_secret_key",
+            "SOPS_AGE_KEY",
+            "Decrypter",
+            "age.internal",
+            false,
+            |r| format!(
+                "AGE-SECRET-KEY-1{}",
+                r.s(b"QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 58)
+            )
+        ),
+        p!(
+            "secret.huggingface_org_token",
+            "HF_ORG_TOKEN",
+            "InferenceClient",
+            "huggingface.co",
+            false,
+            |r| format!("api_org_{}", r.alnum(34))
+        ),
+        p!(
+            "secret.cloudflare_api_token",
+            "CLOUDFLARE_API_TOKEN",
+            "Cloudflare",
+            "api.cloudflare.com",
+            true,
+            |r| r.s(URLSAFE, 40)
+        ),
+        p!(
+            "secret.azure_devops_pat",
+            "AZURE_DEVOPS_PAT",
+            "Connection",
+            "dev.azure.com",
+            false,
+            |r| format!("{}AZDO{}", r.alnum(76), r.alnum(4))
+        ),
+        p!(
+            "secret.square_access_token",
+            "SQUARE_ACCESS_TOKEN",
+            "Client",
+            "connect.squareup.com",
+            false,
+            |r| format!("EAAA{}", r.s(URLSAFE, 60))
+        ),
+        p!(
+            "secret.figma_token",
+            "FIGMA_TOKEN",
+            "FigmaApi",
+            "api.figma.com",
+            false,
+            |r| format!("figd_{}", r.s(URLSAFE, 40))
+        ),
+        p!(
+            "secret.netlify_token",
+            "NETLIFY_AUTH_TOKEN",
+            "NetlifyAPI",
+            "api.netlify.com",
+            false,
+            |r| format!("nfp_{}", r.alnum(36))
+        ),
+        p!(
+            "secret.vercel_prefixed_token",
+            "VERCEL_TOKEN",
+            "Vercel",
+            "api.vercel.com",
+            false,
+            |r| format!("vcp_{}", r.alnum(56))
+        ),
+        p!(
+            "secret.resend_api_key",
+            "RESEND_API_KEY",
+            "Resend",
+            "api.resend.com",
+            false,
+            |r| format!("re_{}_{}", r.alnum(8), r.alnum(24))
+        ),
+        p!(
+            "secret.hubspot_private_app_token",
+            "HUBSPOT_ACCESS_TOKEN",
+            "HubSpot",
+            "api.hubapi.com",
+            false,
+            |r| format!(
+                "pat-na1-{}-{}-{}-{}-{}",
+                r.hex(8),
+                r.hex(4),
+                r.hex(4),
+                r.hex(4),
+                r.hex(12)
+            )
+        ),
+        p!(
+            "secret.okta_api_token",
+            "OKTA_API_TOKEN",
+            "OktaClient",
+            "acme.okta.com",
+            true,
+            |r| format!("00{}", r.s(URLSAFE, 40))
+        ),
     ]
 }
 
@@ -930,6 +1052,52 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
         format!("curl https://internal.api/v1/me -H \"Authorization: Bearer {jwt}\"\n"),
         vec![("secret.jwt", jwt.clone())],
     );
+
+    let hook = format!(
+        "https://hooks.slack.com/services/T{}/B{}/{}",
+        rng.s(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
+        rng.s(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
+        rng.alnum(24)
+    );
+    doc(
+        "slack webhook in yaml",
+        format!("alerts:\n  slack_webhook_url: {hook}\n"),
+        vec![("secret.slack_webhook", hook.clone())],
+    );
+    let hook = format!(
+        "https://discord.com/api/webhooks/{}/{}",
+        rng.s(DIGITS, 19),
+        rng.s(URLSAFE, 68)
+    );
+    doc(
+        "discord webhook in python",
+        format!("requests.post(\"{hook}\", json={{\"content\": msg}})\n"),
+        vec![("secret.discord_webhook", hook.clone())],
+    );
+    let sig = format!("{}%3D", rng.s(ALNUM, 43));
+    doc(
+        "azure sas url",
+        format!("BLOB_URL=https://acme.blob.core.windows.net/backups/db.bak?sv=2022-11-02&ss=b&srt=o&sp=r&se=2026-01-01T00:00:00Z&spr=https&sig={sig}\n"),
+        vec![("secret.azure_sas_token", sig.clone())],
+    );
+    let npm = crc_token(rng, "npm_", true);
+    doc(
+        ".npmrc",
+        format!("registry=https://registry.npmjs.org/\n//registry.npmjs.org/:_authToken={npm}\n"),
+        vec![("secret.npm_token", npm.clone())],
+    );
+    let ghp = crc_token(rng, "ghp_", true);
+    doc(
+        "git credentials",
+        format!("https://octocat:{ghp}@github.com\n"),
+        vec![("secret.github_pat_classic", ghp.clone())],
+    );
+    let auth = b64(format!("deploy:{}", rng.alnum(24)).as_bytes());
+    doc(
+        "docker config.json",
+        format!("{{\n  \"auths\": {{\n    \"registry.acme.io\": {{\n      \"auth\": \"{auth}\"\n    }}\n  }}\n}}\n"),
+        vec![("secret.docker_config_auth", auth.clone())],
+    );
     out
 }
 
@@ -1093,6 +1261,29 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
             "token count",
             "\"usage\": {\"input_tokens\": 1024, \"output_tokens\": 256}\n".to_string(),
         ),
+        // Credential-shaped contexts holding something that is not a credential.
+        ("env default", "api_key = os.environ.get(\"ACME_API_KEY\", \"default_api_key_value\")\n".to_string()),
+        ("setdefault path", "os.environ.setdefault(\"TOKEN_CACHE_DIR\", \"/var/cache/acme/tokens\")\n".to_string()),
+        ("header from var", "headers = {\"X-Api-Key\": api_key, \"Accept\": \"application/json\"}\n".to_string()),
+        ("header template", "curl -H \"X-Api-Key: {{apiKey}}\" https://api.acme.test/v1/items\n".to_string()),
+        ("header from shell", "curl -H \"x-api-key: $(cat ~/.acme/key)\" https://api.acme.test\n".to_string()),
+        ("query placeholder", "GET https://api.acme.test/v1/items?api_key=YOUR_API_KEY&page=2\n".to_string()),
+        ("query cache key", "https://cdn.acme.test/img?key=user_profile_avatar_large&w=64\n".to_string()),
+        ("dockerfile arg", "ARG GITHUB_TOKEN\nENV NODE_VERSION 20.11.1\nENV TOKEN_EXPIRY 3600\n".to_string()),
+        ("k8s secret ref", "env:\n  - name: ACME_API_KEY\n    valueFrom:\n      secretKeyRef:\n        name: acme\n        key: api-key\n".to_string()),
+        ("k8s header name", "env:\n  - name: SESSION_TOKEN_HEADER\n    value: X-Session-Token\n".to_string()),
+        ("terraform ssm path", "variable \"api_key_ssm_path\" {\n  default = \"/prod/acme/api_key\"\n}\n".to_string()),
+        ("terraform no default", "variable \"db_password\" {\n  type      = string\n  sensitive = true\n}\n".to_string()),
+        ("csp hash", format!("Content-Security-Policy: script-src 'self' 'sha256-{}='\n", rng.s(B64, 43))),
+        ("sri", format!("<script src=\"app.js\" integrity=\"sha384-{}\"></script>\n", rng.s(B64, 64))),
+        ("webpack chunk", format!("<script src=\"/static/js/main.{}.chunk.js\"></script>\n", rng.hex(8))),
+        ("etag", format!("ETag: \"{}\"\n", rng.hex(32))),
+        ("k8s uid", format!("metadata:\n  uid: {}\n  resourceVersion: \"{}\"\n", uuid(rng), rng.s(DIGITS, 8))),
+        ("stripe publishable", format!("const stripe = Stripe(\"pk_live_51{}\");\n", rng.alnum(97))),
+        ("sentry dsn", format!("SENTRY_DSN=https://{}@o{}.ingest.sentry.io/{}\n", rng.hex(32), rng.s(DIGITS, 6), rng.s(DIGITS, 7))),
+        ("data uri", format!("background: url(data:image/png;base64,{});\n", b64(&(0..48).map(|_| rng.next() as u8).collect::<Vec<u8>>()))),
+        ("aws arn", "role_arn = \"arn:aws:iam::123456789012:role/deploy-token-refresher\"\n".to_string()),
+        ("mixed-case identifier", "const tokenRefreshHandlerName = \"handleTokenRefreshRequest\";\n".to_string()),
     ]
 }
 
