@@ -853,6 +853,7 @@ const GENERIC: &[&str] = &[
     "secret.generic_url_query_key",
     "secret.generic_name_value_pair",
     "secret.generic_terraform_default",
+    "secret.generic_key_value_inline",
 ];
 
 /// Every way of leaking one token: `(name, text)`; the token appears in `text` verbatim except
@@ -877,6 +878,11 @@ fn leaks(p: &Provider, tok: &str) -> Vec<(&'static str, String, Option<String>)>
     })
     .to_string();
     let k8s_value = b64(tok.as_bytes());
+    // In a URL the base64 characters `+ / =` travel percent-encoded.
+    let query_value = tok
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
     vec![
         ("dotenv", format!("# local\nDEBUG=true\n{var}={tok}\nPORT=8080\n"), None),
         ("dotenv quoted", format!("{var}=\"{tok}\"\n"), None),
@@ -899,7 +905,7 @@ fn leaks(p: &Provider, tok: &str) -> Vec<(&'static str, String, Option<String>)>
         ("rust const", format!("const {var}: &str = \"{tok}\";\n"), None),
         ("curl bearer", format!("curl https://{host}/v1/models \\\n  -H \"Authorization: Bearer {tok}\"\n"), None),
         ("curl x-api-key", format!("curl -s https://{host}/v1/messages -H \"x-api-key: {tok}\" -d @req.json\n"), None),
-        ("url query", format!("GET https://{host}/v1/items?key={tok}&alt=json\n"), None),
+        ("url query", format!("GET https://{host}/v1/items?key={query_value}&alt=json\n"), (query_value != tok).then(|| query_value.clone())),
         ("markdown", format!("To run it locally:\n\n```bash\nexport {var}={tok}\nnpm start\n```\n"), None),
         ("shell history", format!("  501  cd app\n  502  {var}={tok} python main.py\n"), None),
         ("log line", format!("2025-03-04T10:22:01Z DEBUG loaded settings {low}={tok} region=eu\n"), None),
@@ -1287,10 +1293,33 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Secrets of services no rule names (an in-house API, a payment gateway, a database): only
+/// the generic rules can see them, from the name they are given.
+fn unnamed_services() -> Vec<Provider> {
+    let generic = |var: &'static str, make: fn(&mut Rng) -> String| Provider {
+        detector: "secret.generic_api_key_quoted",
+        var,
+        ctor: "AcmeClient",
+        host: "api.acme-payments.test",
+        make,
+        contextual: true,
+    };
+    vec![
+        generic("ACME_API_KEY", |r| r.alnum(32)),
+        generic("PAYMENT_GATEWAY_SECRET", |r| r.hex(40)),
+        generic("PARTNER_ACCESS_TOKEN", |r| r.s(URLSAFE, 48)),
+        generic("INTERNAL_API_TOKEN", |r| format!("itk_{}", r.alnum(36))),
+        generic("JWT_SECRET", |r| r.s(B64, 44)),
+        generic("WEBHOOK_SIGNING_SECRET", |r| r.alnum(40)),
+        generic("ENCRYPTION_KEY", |r| r.hex(64)),
+        generic("SERVICE_CLIENT_SECRET", |r| r.s(URLSAFE, 36)),
+    ]
+}
+
 fn build_samples(seed: u64) -> (Vec<Sample>, usize) {
     let mut rng = Rng(seed);
     let mut samples = Vec::new();
-    for p in providers() {
+    for p in providers().into_iter().chain(unnamed_services()) {
         let tok = (p.make)(&mut rng);
         for (how, text, encoded) in leaks(&p, &tok) {
             if encoded.as_ref().is_some_and(|e| e.len() < 32) {
@@ -1298,7 +1327,12 @@ fn build_samples(seed: u64) -> (Vec<Sample>, usize) {
                 // (AWS) encodes to 28 and is out of reach by design.
                 continue;
             }
-            let value = encoded.unwrap_or_else(|| tok.clone());
+            let mut value = encoded.unwrap_or_else(|| tok.clone());
+            if how == "url query" && p.detector != "secret.generic_api_key_quoted" {
+                // A provider rule reads its own alphabet: a percent-escape ends the token it
+                // reports (Atlassian's `=` travels as `%3D`).
+                value.truncate(value.find('%').unwrap_or(value.len()));
+            }
             let span = span_of(&text, &value);
             let mut detectors = vec![p.detector];
             if p.contextual {
