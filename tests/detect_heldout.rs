@@ -854,6 +854,7 @@ const GENERIC: &[&str] = &[
     "secret.generic_name_value_pair",
     "secret.generic_terraform_default",
     "secret.generic_key_value_inline",
+    "secret.generic_password_inline",
 ];
 
 /// Every way of leaking one token: `(name, text)`; the token appears in `text` verbatim except
@@ -1313,6 +1314,17 @@ fn unnamed_services() -> Vec<Provider> {
         generic("WEBHOOK_SIGNING_SECRET", |r| r.alnum(40)),
         generic("ENCRYPTION_KEY", |r| r.hex(64)),
         generic("SERVICE_CLIENT_SECRET", |r| r.s(URLSAFE, 36)),
+        // Passwords people choose: mixed case, digits, a few symbols.
+        generic("DB_PASSWORD", |r| format!("{}^{}!", r.alnum(9), r.alnum(4))),
+        generic("SMTP_PASSWORD", |r| {
+            format!("{}%{}", r.alnum(7), r.alnum(8))
+        }),
+        generic("REDIS_PASSWORD", |r| {
+            r.s(
+                b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!*-",
+                20,
+            )
+        }),
     ]
 }
 
@@ -1322,6 +1334,15 @@ fn build_samples(seed: u64) -> (Vec<Sample>, usize) {
     for p in providers().into_iter().chain(unnamed_services()) {
         let tok = (p.make)(&mut rng);
         for (how, text, encoded) in leaks(&p, &tok) {
+            if p.var.ends_with("PASSWORD")
+                && matches!(
+                    how,
+                    "curl bearer" | "curl x-api-key" | "url query" | "python ctor" | "js ctor"
+                )
+            {
+                // Nobody sends a database password as an API key.
+                continue;
+            }
             if encoded.as_ref().is_some_and(|e| e.len() < 32) {
                 // The scanner decodes base64 runs of 32+ characters: a 20-character key id
                 // (AWS) encodes to 28 and is out of reach by design.
