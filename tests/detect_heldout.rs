@@ -1099,6 +1099,53 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
         format!("https://octocat:{ghp}@github.com\n"),
         vec![("secret.github_pat_classic", ghp.clone())],
     );
+    let sak = format!("{}=", rng.s(B64, 43));
+    doc(
+        "service bus connection string",
+        format!("\"ServiceBus\": \"Endpoint=sb://acme-bus.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={sak}\"\n"),
+        vec![("secret.azure_shared_access_key", sak.clone())],
+    );
+    let pw = format!("{}!{}", rng.alnum(10), rng.s(DIGITS, 2));
+    doc(
+        "jdbc url",
+        format!(
+            "spring.datasource.url=jdbc:postgresql://db.internal:5432/app?user=app&password={pw}\n"
+        ),
+        vec![("secret.jdbc_password", pw.clone())],
+    );
+    let pw = format!("{}*{}", rng.alnum(8), rng.alnum(6));
+    doc(
+        "ado.net connection string",
+        format!("\"DefaultConnection\": \"Server=tcp:acme.database.windows.net,1433;Database=app;User ID=app;Password={pw};Encrypt=True;\"\n"),
+        vec![("secret.ado_connection_string_password", pw.clone())],
+    );
+    let pw = format!("{}^{}", rng.alnum(9), rng.alnum(5));
+    doc(
+        "spring properties",
+        format!("spring.datasource.username=app\nspring.datasource.password={pw}\n"),
+        vec![("secret.generic_password_unquoted", pw.clone())],
+    );
+    let pypi = {
+        let mut body = vec![0x02, 0x01, 0x08];
+        body.extend_from_slice(b"pypi.org");
+        body.extend((0..140).map(|_| rng.next() as u8));
+        format!("pypi-{}", b64url(&body))
+    };
+    doc(
+        ".pypirc",
+        format!("[pypi]\n  username = __token__\n  password = {pypi}\n"),
+        vec![("secret.pypi_token", pypi.clone())],
+    );
+    let lines: Vec<String> = (0..12).map(|_| rng.s(B64, 64)).collect();
+    let key = format!(
+        "-----BEGIN RSA PRIVATE KEY-----\\n{}\\n-----END RSA PRIVATE KEY-----",
+        lines.join("\\n")
+    );
+    doc(
+        "rsa key in agent json",
+        format!("{{\"role\":\"user\",\"content\":\"deploy fails, key is:\\n{key}\\n\"}}"),
+        vec![("secret.private_key_rsa", key.clone())],
+    );
     let auth = b64(format!("deploy:{}", rng.alnum(24)).as_bytes());
     doc(
         "docker config.json",
