@@ -459,7 +459,7 @@ impl Scanner {
                     // A line break at the window's edge bounds a match that cannot cross one
                     // as surely as the input's own ends do.
                     let single_line = shape.line_span == Some(0);
-                    let hard = |at: usize| single_line && text[at] == b'\n';
+                    let hard = |at: usize| single_line && text.get(at) == Some(&b'\n');
                     cut |= whole.start() == window.start && window.start > 0 && !hard(window.start)
                         || whole.end() == window.end
                             && window.end < text.len()
@@ -662,7 +662,6 @@ struct DigitGate {
     separator: Option<u8>,
 }
 
-/// Whether the byte before `at` (or before one space there) is an ASCII letter.
 /// Narrows `window` around the hit `start..end` to the hit's line and `lines` more on each side,
 /// keeping the line breaks that bound them (a pattern may read one as the byte before or after
 /// its value). The match holds the hit, so it cannot reach further.
@@ -684,6 +683,7 @@ fn clip_to_lines(
     window
 }
 
+/// Whether the byte before `at` (or before one space there) is an ASCII letter.
 fn follows_letter(text: &[u8], at: usize) -> bool {
     match at.checked_sub(1).map(|i| (i, text[i])) {
         Some((_, b)) if b.is_ascii_alphabetic() => true,
