@@ -7,44 +7,11 @@ use std::ops::Range;
 
 use egress_guard::detect::Scanner;
 
-/// Deterministic xorshift generator: the corpus is the same on every run.
-struct Rng(u64);
+#[path = "support/samples.rs"]
+mod samples;
+use samples::{checksummed_token, Rng, HEX};
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn string(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len())] as char)
-            .collect()
-    }
-}
-
-const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-const HEX: &[u8] = b"0123456789abcdef";
 const BASE64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// GitHub/npm style token: prefix, 30 random base62, 6-char base62 CRC32 of those 30.
-fn checksummed_token(rng: &mut Rng, prefix: &str, valid: bool) -> String {
-    let body = rng.string(ALNUM, 30);
-    let mut crc = crc32fast::hash(body.as_bytes());
-    if !valid {
-        crc = crc.wrapping_add(1);
-    }
-    let mut checksum = [b'0'; 6];
-    for slot in checksum.iter_mut().rev() {
-        *slot = ALNUM[(crc % 62) as usize];
-        crc /= 62;
-    }
-    format!("{prefix}{body}{}", String::from_utf8_lossy(&checksum))
-}
 
 fn luhn_digit(digits: &[u8]) -> u8 {
     // Check digit for `digits` (without it).

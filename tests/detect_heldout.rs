@@ -17,36 +17,12 @@ use std::ops::Range;
 use base64::Engine as _;
 use egress_guard::detect::{Finding, Scanner};
 
-/// Deterministic xorshift generator: the samples are the same on every run.
-struct Rng(u64);
+#[path = "support/samples.rs"]
+mod samples;
+use samples::{checksummed_token, Rng, ALNUM};
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn s(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len())] as char)
-            .collect()
-    }
-    fn alnum(&mut self, len: usize) -> String {
-        self.s(ALNUM, len)
-    }
-    fn hex(&mut self, len: usize) -> String {
-        self.s(HEX, len)
-    }
-}
-
-const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const URLSAFE: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-";
 const B64: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/";
-const HEX: &[u8] = b"0123456789abcdef";
 const UPPER_B32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const DIGITS: &[u8] = b"0123456789";
 
@@ -55,21 +31,6 @@ fn b64(bytes: &[u8]) -> String {
 }
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// GitHub/npm style: prefix, 30 random base62, then the 6-char base62 CRC32 of those 30.
-fn crc_token(rng: &mut Rng, prefix: &str, valid: bool) -> String {
-    let body = rng.alnum(30);
-    let mut crc = crc32fast::hash(body.as_bytes());
-    if !valid {
-        crc = crc.wrapping_add(1);
-    }
-    let mut sum = [b'0'; 6];
-    for slot in sum.iter_mut().rev() {
-        *slot = ALNUM[(crc % 62) as usize];
-        crc /= 62;
-    }
-    format!("{prefix}{body}{}", String::from_utf8_lossy(&sum))
 }
 
 /// One provider: how its token looks and how code around it names it.
@@ -109,7 +70,7 @@ fn providers() -> Vec<Provider> {
             "anthropic.Anthropic",
             "api.anthropic.com",
             false,
-            |r| format!("sk-ant-api03-{}AA", r.s(URLSAFE, 93))
+            |r| format!("sk-ant-api03-{}AA", r.string(URLSAFE, 93))
         ),
         p!(
             "secret.anthropic_admin_key",
@@ -117,7 +78,7 @@ fn providers() -> Vec<Provider> {
             "anthropic.Anthropic",
             "api.anthropic.com",
             false,
-            |r| format!("sk-ant-admin01-{}AA", r.s(URLSAFE, 93))
+            |r| format!("sk-ant-admin01-{}AA", r.string(URLSAFE, 93))
         ),
         p!(
             "secret.openai_project_key",
@@ -125,7 +86,11 @@ fn providers() -> Vec<Provider> {
             "OpenAI",
             "api.openai.com",
             false,
-            |r| format!("sk-proj-{}T3BlbkFJ{}", r.s(URLSAFE, 74), r.s(URLSAFE, 74))
+            |r| format!(
+                "sk-proj-{}T3BlbkFJ{}",
+                r.string(URLSAFE, 74),
+                r.string(URLSAFE, 74)
+            )
         ),
         p!(
             "secret.openai_project_key",
@@ -135,8 +100,8 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "sk-svcacct-{}T3BlbkFJ{}",
-                r.s(URLSAFE, 74),
-                r.s(URLSAFE, 74)
+                r.string(URLSAFE, 74),
+                r.string(URLSAFE, 74)
             )
         ),
         p!(
@@ -145,7 +110,11 @@ fn providers() -> Vec<Provider> {
             "OpenAI",
             "api.openai.com",
             false,
-            |r| format!("sk-admin-{}T3BlbkFJ{}", r.s(URLSAFE, 58), r.s(URLSAFE, 58))
+            |r| format!(
+                "sk-admin-{}T3BlbkFJ{}",
+                r.string(URLSAFE, 58),
+                r.string(URLSAFE, 58)
+            )
         ),
         p!(
             "secret.openai_api_key_legacy",
@@ -161,7 +130,7 @@ fn providers() -> Vec<Provider> {
             "genai.Client",
             "generativelanguage.googleapis.com",
             false,
-            |r| format!("AIza{}", r.s(URLSAFE, 35))
+            |r| format!("AIza{}", r.string(URLSAFE, 35))
         ),
         p!(
             "secret.huggingface_token",
@@ -257,7 +226,7 @@ fn providers() -> Vec<Provider> {
             "Together",
             "api.together.xyz",
             false,
-            |r| format!("tgp_v1_{}", r.s(URLSAFE, 43))
+            |r| format!("tgp_v1_{}", r.string(URLSAFE, 43))
         ),
         p!(
             "secret.fireworks_api_key",
@@ -305,7 +274,10 @@ fn providers() -> Vec<Provider> {
             "Cerebras",
             "api.cerebras.ai",
             false,
-            |r| format!("csk-{}", r.s(b"abcdefghijklmnopqrstuvwxyz0123456789", 48))
+            |r| format!(
+                "csk-{}",
+                r.string(b"abcdefghijklmnopqrstuvwxyz0123456789", 48)
+            )
         ),
         // Cloud.
         p!(
@@ -314,7 +286,7 @@ fn providers() -> Vec<Provider> {
             "boto3.client",
             "sts.amazonaws.com",
             false,
-            |r| format!("AKIA{}", r.s(UPPER_B32, 16))
+            |r| format!("AKIA{}", r.string(UPPER_B32, 16))
         ),
         p!(
             "secret.gcp_oauth_client_secret",
@@ -322,7 +294,7 @@ fn providers() -> Vec<Provider> {
             "Flow.from_client_config",
             "oauth2.googleapis.com",
             false,
-            |r| format!("GOCSPX-{}", r.s(URLSAFE, 28))
+            |r| format!("GOCSPX-{}", r.string(URLSAFE, 28))
         ),
         p!(
             "secret.azure_ad_client_secret",
@@ -332,9 +304,9 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "{}{}Q~{}",
-                r.s(URLSAFE, 3),
+                r.string(URLSAFE, 3),
                 r.below(10),
-                r.s(
+                r.string(
                     b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_~.-",
                     34
                 )
@@ -354,7 +326,7 @@ fn providers() -> Vec<Provider> {
             "heroku3.from_key",
             "api.heroku.com",
             false,
-            |r| format!("HRKU-AA{}", r.s(URLSAFE, 58))
+            |r| format!("HRKU-AA{}", r.string(URLSAFE, 58))
         ),
         p!(
             "secret.supabase_pat",
@@ -371,7 +343,7 @@ fn providers() -> Vec<Provider> {
             "Github",
             "api.github.com",
             false,
-            |r| crc_token(r, "ghp_", true)
+            |r| checksummed_token(r, "ghp_", true)
         ),
         p!(
             "secret.github_oauth_token",
@@ -379,7 +351,7 @@ fn providers() -> Vec<Provider> {
             "Github",
             "api.github.com",
             false,
-            |r| crc_token(r, "gho_", true)
+            |r| checksummed_token(r, "gho_", true)
         ),
         p!(
             "secret.github_server_to_server_token",
@@ -387,7 +359,7 @@ fn providers() -> Vec<Provider> {
             "Github",
             "api.github.com",
             false,
-            |r| crc_token(r, "ghs_", true)
+            |r| checksummed_token(r, "ghs_", true)
         ),
         p!(
             "secret.github_fine_grained_pat",
@@ -397,7 +369,7 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "github_pat_11{}_{}",
-                r.s(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 20),
+                r.string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 20),
                 r.alnum(59)
             )
         ),
@@ -407,7 +379,7 @@ fn providers() -> Vec<Provider> {
             "gitlab.Gitlab",
             "gitlab.com",
             false,
-            |r| format!("glpat-{}", r.s(URLSAFE, 20))
+            |r| format!("glpat-{}", r.string(URLSAFE, 20))
         ),
         p!(
             "secret.gitlab_pat",
@@ -417,8 +389,8 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "glpat-{}.01.{}",
-                r.s(URLSAFE, 36),
-                r.s(b"0123456789abcdefghijklmnopqrstuvwxyz", 9)
+                r.string(URLSAFE, 36),
+                r.string(b"0123456789abcdefghijklmnopqrstuvwxyz", 9)
             )
         ),
         p!(
@@ -427,7 +399,7 @@ fn providers() -> Vec<Provider> {
             "RegClient",
             "registry.npmjs.org",
             false,
-            |r| crc_token(r, "npm_", true)
+            |r| checksummed_token(r, "npm_", true)
         ),
         p!(
             "secret.pypi_token",
@@ -450,7 +422,7 @@ fn providers() -> Vec<Provider> {
             "docker.from_env",
             "hub.docker.com",
             false,
-            |r| format!("dckr_pat_{}", r.s(URLSAFE, 27))
+            |r| format!("dckr_pat_{}", r.string(URLSAFE, 27))
         ),
         p!(
             "secret.vault_service_token",
@@ -458,7 +430,7 @@ fn providers() -> Vec<Provider> {
             "hvac.Client",
             "vault.internal",
             false,
-            |r| format!("hvs.{}", r.s(URLSAFE, 90))
+            |r| format!("hvs.{}", r.string(URLSAFE, 90))
         ),
         p!(
             "secret.terraform_cloud_token",
@@ -493,8 +465,8 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "xoxb-{}-{}-{}",
-                r.s(DIGITS, 12),
-                r.s(DIGITS, 13),
+                r.string(DIGITS, 12),
+                r.string(DIGITS, 13),
                 r.alnum(24)
             )
         ),
@@ -506,9 +478,9 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "xoxp-{}-{}-{}-{}",
-                r.s(DIGITS, 12),
-                r.s(DIGITS, 12),
-                r.s(DIGITS, 13),
+                r.string(DIGITS, 12),
+                r.string(DIGITS, 12),
+                r.string(DIGITS, 13),
                 r.hex(32)
             )
         ),
@@ -520,8 +492,8 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "xapp-1-A{}-{}-{}",
-                r.s(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
-                r.s(DIGITS, 13),
+                r.string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
+                r.string(DIGITS, 13),
                 r.hex(64)
             )
         ),
@@ -555,7 +527,7 @@ fn providers() -> Vec<Provider> {
             "SendGridAPIClient",
             "api.sendgrid.com",
             false,
-            |r| format!("SG.{}.{}", r.s(URLSAFE, 22), r.s(URLSAFE, 43))
+            |r| format!("SG.{}.{}", r.string(URLSAFE, 22), r.string(URLSAFE, 43))
         ),
         p!(
             "secret.twilio_api_key",
@@ -619,7 +591,7 @@ fn providers() -> Vec<Provider> {
             "telegram.Bot",
             "api.telegram.org",
             false,
-            |r| format!("{}:AA{}", r.s(DIGITS, 10), r.s(URLSAFE, 33))
+            |r| format!("{}:AA{}", r.string(DIGITS, 10), r.string(URLSAFE, 33))
         ),
         p!(
             "secret.linear_api_key",
@@ -635,7 +607,7 @@ fn providers() -> Vec<Provider> {
             "notion_client.Client",
             "api.notion.com",
             false,
-            |r| format!("ntn_{}{}", r.s(DIGITS, 11), r.alnum(35))
+            |r| format!("ntn_{}{}", r.string(DIGITS, 11), r.alnum(35))
         ),
         p!(
             "secret.atlassian_api_token",
@@ -645,8 +617,8 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "ATATT3xFfGF0{}={}",
-                r.s(URLSAFE, 170),
-                r.s(b"0123456789ABCDEF", 8)
+                r.string(URLSAFE, 170),
+                r.string(b"0123456789ABCDEF", 8)
             )
         ),
         p!(
@@ -671,7 +643,10 @@ fn providers() -> Vec<Provider> {
             "NerdGraph",
             "api.newrelic.com",
             false,
-            |r| format!("NRAK-{}", r.s(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 27))
+            |r| format!(
+                "NRAK-{}",
+                r.string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 27)
+            )
         ),
         p!(
             "secret.grafana_service_account_token",
@@ -695,7 +670,7 @@ fn providers() -> Vec<Provider> {
             "Github",
             "api.github.com",
             false,
-            |r| crc_token(r, "ghu_", true)
+            |r| checksummed_token(r, "ghu_", true)
         ),
         p!(
             "secret.anthropic_oauth_token",
@@ -703,7 +678,7 @@ fn providers() -> Vec<Provider> {
             "anthropic.Anthropic",
             "api.anthropic.com",
             false,
-            |r| format!("sk-ant-oat01-{}AA", r.s(URLSAFE, 93))
+            |r| format!("sk-ant-oat01-{}AA", r.string(URLSAFE, 93))
         ),
         p!(
             "secret.google_oauth_access_token",
@@ -711,7 +686,7 @@ fn providers() -> Vec<Provider> {
             "Credentials",
             "www.googleapis.com",
             false,
-            |r| format!("ya29.a0{}", r.s(URLSAFE, 150))
+            |r| format!("ya29.a0{}", r.string(URLSAFE, 150))
         ),
         p!(
             "secret.age_secret_key",
@@ -721,7 +696,7 @@ fn providers() -> Vec<Provider> {
             false,
             |r| format!(
                 "AGE-SECRET-KEY-1{}",
-                r.s(b"QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 58)
+                r.string(b"QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 58)
             )
         ),
         p!(
@@ -738,7 +713,7 @@ fn providers() -> Vec<Provider> {
             "Cloudflare",
             "api.cloudflare.com",
             true,
-            |r| r.s(URLSAFE, 40)
+            |r| r.string(URLSAFE, 40)
         ),
         p!(
             "secret.azure_devops_pat",
@@ -754,7 +729,7 @@ fn providers() -> Vec<Provider> {
             "Client",
             "connect.squareup.com",
             false,
-            |r| format!("EAAA{}", r.s(URLSAFE, 60))
+            |r| format!("EAAA{}", r.string(URLSAFE, 60))
         ),
         p!(
             "secret.figma_token",
@@ -762,7 +737,7 @@ fn providers() -> Vec<Provider> {
             "FigmaApi",
             "api.figma.com",
             false,
-            |r| format!("figd_{}", r.s(URLSAFE, 40))
+            |r| format!("figd_{}", r.string(URLSAFE, 40))
         ),
         p!(
             "secret.netlify_token",
@@ -809,7 +784,7 @@ fn providers() -> Vec<Provider> {
             "OktaClient",
             "acme.okta.com",
             true,
-            |r| format!("00{}", r.s(URLSAFE, 40))
+            |r| format!("00{}", r.string(URLSAFE, 40))
         ),
     ]
 }
@@ -940,15 +915,15 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
         });
     };
 
-    let akid = format!("AKIA{}", rng.s(UPPER_B32, 16));
-    let secret = rng.s(B64, 40);
+    let akid = format!("AKIA{}", rng.string(UPPER_B32, 16));
+    let secret = rng.string(B64, 40);
     doc(
         "aws credentials file",
         format!("[default]\naws_access_key_id = {akid}\naws_secret_access_key = {secret}\nregion = us-east-1\n"),
         vec![("secret.aws_access_key_id", akid.clone()), ("secret.aws_secret_access_key", secret.clone())],
     );
-    let akid = format!("AKIA{}", rng.s(UPPER_B32, 16));
-    let secret = rng.s(B64, 40);
+    let akid = format!("AKIA{}", rng.string(UPPER_B32, 16));
+    let secret = rng.string(B64, 40);
     doc(
         "aws env exports",
         format!("export AWS_ACCESS_KEY_ID={akid}\nexport AWS_SECRET_ACCESS_KEY={secret}\n"),
@@ -957,16 +932,16 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
             ("secret.aws_secret_access_key", secret.clone()),
         ],
     );
-    let akid = format!("AKIA{}", rng.s(UPPER_B32, 16));
-    let secret = rng.s(B64, 40);
+    let akid = format!("AKIA{}", rng.string(UPPER_B32, 16));
+    let secret = rng.string(B64, 40);
     doc(
         "aws boto3 args",
         format!("s3 = boto3.client(\n    \"s3\",\n    aws_access_key_id=\"{akid}\",\n    aws_secret_access_key=\"{secret}\",\n)\n"),
         vec![("secret.aws_access_key_id", akid.clone()), ("secret.aws_secret_access_key", secret.clone())],
     );
-    let akid = format!("ASIA{}", rng.s(UPPER_B32, 16));
-    let secret = rng.s(B64, 40);
-    let session = format!("IQoJb3JpZ2luX2VjE{}", rng.s(B64, 380));
+    let akid = format!("ASIA{}", rng.string(UPPER_B32, 16));
+    let secret = rng.string(B64, 40);
+    let session = format!("IQoJb3JpZ2luX2VjE{}", rng.string(B64, 380));
     doc(
         "aws sts session json",
         format!("{{\n    \"Credentials\": {{\n        \"AccessKeyId\": \"{akid}\",\n        \"SecretAccessKey\": \"{secret}\",\n        \"SessionToken\": \"{session}\",\n        \"Expiration\": \"2025-06-01T12:00:00Z\"\n    }}\n}}\n"),
@@ -979,23 +954,23 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
 
     let key_id = rng.hex(40);
     let pem_body: String = (0..25)
-        .map(|_| rng.s(B64, 64))
+        .map(|_| rng.string(B64, 64))
         .collect::<Vec<_>>()
         .join("\\n");
     let pk = format!("-----BEGIN PRIVATE KEY-----\\n{pem_body}\\n-----END PRIVATE KEY-----");
     doc(
         "gcp service account json",
-        format!("{{\n  \"type\": \"service_account\",\n  \"project_id\": \"acme-prod\",\n  \"private_key_id\": \"{key_id}\",\n  \"private_key\": \"{pk}\\n\",\n  \"client_email\": \"deployer@acme-prod.iam.gserviceaccount.com\",\n  \"client_id\": \"{}\"\n}}\n", rng.s(DIGITS, 21)),
+        format!("{{\n  \"type\": \"service_account\",\n  \"project_id\": \"acme-prod\",\n  \"private_key_id\": \"{key_id}\",\n  \"private_key\": \"{pk}\\n\",\n  \"client_email\": \"deployer@acme-prod.iam.gserviceaccount.com\",\n  \"client_id\": \"{}\"\n}}\n", rng.string(DIGITS, 21)),
         vec![("secret.gcp_service_account_key", key_id.clone()), ("secret.private_key_pkcs8", pk.clone())],
     );
 
-    let account_key = format!("{}==", rng.s(B64, 86));
+    let account_key = format!("{}==", rng.string(B64, 86));
     doc(
         "azure storage connection string",
         format!("AZURE_STORAGE_CONNECTION_STRING=\"DefaultEndpointsProtocol=https;AccountName=acmedata;AccountKey={account_key};EndpointSuffix=core.windows.net\"\n"),
         vec![("secret.azure_storage_account_key", account_key.clone())],
     );
-    let account_key = format!("{}==", rng.s(B64, 86));
+    let account_key = format!("{}==", rng.string(B64, 86));
     doc(
         "azure storage appsettings json",
         format!("{{\n  \"ConnectionStrings\": {{\n    \"Storage\": \"DefaultEndpointsProtocol=https;AccountName=acmelogs;AccountKey={account_key};EndpointSuffix=core.windows.net\"\n  }}\n}}\n"),
@@ -1011,7 +986,7 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
             "OPENSSH PRIVATE KEY",
         ),
     ] {
-        let lines: Vec<String> = (0..12).map(|_| rng.s(B64, 64)).collect();
+        let lines: Vec<String> = (0..12).map(|_| rng.string(B64, 64)).collect();
         let key = format!(
             "-----BEGIN {begin}-----\n{}\n-----END {begin}-----",
             lines.join("\n")
@@ -1054,12 +1029,12 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
     let payload = b64url(
         format!(
             "{{\"sub\":\"{}\",\"name\":\"svc\",\"iat\":{}}}",
-            rng.s(DIGITS, 10),
+            rng.string(DIGITS, 10),
             1_700_000_000 + rng.below(1_000_000)
         )
         .as_bytes(),
     );
-    let jwt = format!("{header}.{payload}.{}", rng.s(URLSAFE, 43));
+    let jwt = format!("{header}.{payload}.{}", rng.string(URLSAFE, 43));
     doc(
         "jwt in header",
         format!("curl https://internal.api/v1/me -H \"Authorization: Bearer {jwt}\"\n"),
@@ -1068,8 +1043,8 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
 
     let hook = format!(
         "https://hooks.slack.com/services/T{}/B{}/{}",
-        rng.s(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
-        rng.s(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
+        rng.string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
+        rng.string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10),
         rng.alnum(24)
     );
     doc(
@@ -1079,39 +1054,39 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
     );
     let hook = format!(
         "https://discord.com/api/webhooks/{}/{}",
-        rng.s(DIGITS, 19),
-        rng.s(URLSAFE, 68)
+        rng.string(DIGITS, 19),
+        rng.string(URLSAFE, 68)
     );
     doc(
         "discord webhook in python",
         format!("requests.post(\"{hook}\", json={{\"content\": msg}})\n"),
         vec![("secret.discord_webhook", hook.clone())],
     );
-    let sig = format!("{}%3D", rng.s(ALNUM, 43));
+    let sig = format!("{}%3D", rng.string(ALNUM, 43));
     doc(
         "azure sas url",
         format!("BLOB_URL=https://acme.blob.core.windows.net/backups/db.bak?sv=2022-11-02&ss=b&srt=o&sp=r&se=2026-01-01T00:00:00Z&spr=https&sig={sig}\n"),
         vec![("secret.azure_sas_token", sig.clone())],
     );
-    let npm = crc_token(rng, "npm_", true);
+    let npm = checksummed_token(rng, "npm_", true);
     doc(
         ".npmrc",
         format!("registry=https://registry.npmjs.org/\n//registry.npmjs.org/:_authToken={npm}\n"),
         vec![("secret.npm_token", npm.clone())],
     );
-    let ghp = crc_token(rng, "ghp_", true);
+    let ghp = checksummed_token(rng, "ghp_", true);
     doc(
         "git credentials",
         format!("https://octocat:{ghp}@github.com\n"),
         vec![("secret.github_pat_classic", ghp.clone())],
     );
-    let sak = format!("{}=", rng.s(B64, 43));
+    let sak = format!("{}=", rng.string(B64, 43));
     doc(
         "service bus connection string",
         format!("\"ServiceBus\": \"Endpoint=sb://acme-bus.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey={sak}\"\n"),
         vec![("secret.azure_shared_access_key", sak.clone())],
     );
-    let pw = format!("{}!{}", rng.alnum(10), rng.s(DIGITS, 2));
+    let pw = format!("{}!{}", rng.alnum(10), rng.string(DIGITS, 2));
     doc(
         "jdbc url",
         format!(
@@ -1142,7 +1117,7 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
         format!("[pypi]\n  username = __token__\n  password = {pypi}\n"),
         vec![("secret.pypi_token", pypi.clone())],
     );
-    let lines: Vec<String> = (0..12).map(|_| rng.s(B64, 64)).collect();
+    let lines: Vec<String> = (0..12).map(|_| rng.string(B64, 64)).collect();
     let key = format!(
         "-----BEGIN RSA PRIVATE KEY-----\\n{}\\n-----END RSA PRIVATE KEY-----",
         lines.join("\\n")
@@ -1178,9 +1153,9 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         b64(b"The quarterly report is attached; please review the figures before Friday.");
     let bad_jwt = format!(
         "eyJ{}.eyJ{}.{}",
-        rng.s(URLSAFE, 30),
-        rng.s(URLSAFE, 40),
-        rng.s(URLSAFE, 43)
+        rng.string(URLSAFE, 30),
+        rng.string(URLSAFE, 40),
+        rng.string(URLSAFE, 43)
     );
     let crockford = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     vec![
@@ -1206,7 +1181,7 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         ("short sha", format!("Merge {} into main\n", rng.hex(7))),
         (
             "npm integrity",
-            format!("\"integrity\": \"sha512-{}==\"\n", rng.s(B64, 86)),
+            format!("\"integrity\": \"sha512-{}==\"\n", rng.string(B64, 86)),
         ),
         ("yarn checksum", format!("  checksum: {}\n", rng.hex(128))),
         (
@@ -1215,7 +1190,7 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         ),
         (
             "go.sum",
-            format!("golang.org/x/net v0.25.0 h1:{}=\n", rng.s(B64, 43)),
+            format!("golang.org/x/net v0.25.0 h1:{}=\n", rng.string(B64, 43)),
         ),
         (
             "pip hash",
@@ -1285,13 +1260,13 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         ),
         (
             "broken ghp",
-            format!("token = \"{}\"\n", crc_token(rng, "ghp_", false)),
+            format!("token = \"{}\"\n", checksummed_token(rng, "ghp_", false)),
         ),
         (
             "broken npm",
             format!(
                 "//registry.npmjs.org/:_authToken={}\n",
-                crc_token(rng, "npm_", false)
+                checksummed_token(rng, "npm_", false)
             ),
         ),
         (
@@ -1300,7 +1275,7 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         ),
         (
             "ulid",
-            format!("\"event_id\": \"01{}\"\n", rng.s(crockford, 24)),
+            format!("\"event_id\": \"01{}\"\n", rng.string(crockford, 24)),
         ),
         ("ksuid", format!("ksuid: 2{}\n", rng.alnum(26))),
         ("jwt bad header", format!("jwt = \"{bad_jwt}\"\n")),
@@ -1334,13 +1309,13 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         ("k8s header name", "env:\n  - name: SESSION_TOKEN_HEADER\n    value: X-Session-Token\n".to_string()),
         ("terraform ssm path", "variable \"api_key_ssm_path\" {\n  default = \"/prod/acme/api_key\"\n}\n".to_string()),
         ("terraform no default", "variable \"db_password\" {\n  type      = string\n  sensitive = true\n}\n".to_string()),
-        ("csp hash", format!("Content-Security-Policy: script-src 'self' 'sha256-{}='\n", rng.s(B64, 43))),
-        ("sri", format!("<script src=\"app.js\" integrity=\"sha384-{}\"></script>\n", rng.s(B64, 64))),
+        ("csp hash", format!("Content-Security-Policy: script-src 'self' 'sha256-{}='\n", rng.string(B64, 43))),
+        ("sri", format!("<script src=\"app.js\" integrity=\"sha384-{}\"></script>\n", rng.string(B64, 64))),
         ("webpack chunk", format!("<script src=\"/static/js/main.{}.chunk.js\"></script>\n", rng.hex(8))),
         ("etag", format!("ETag: \"{}\"\n", rng.hex(32))),
-        ("k8s uid", format!("metadata:\n  uid: {}\n  resourceVersion: \"{}\"\n", uuid(rng), rng.s(DIGITS, 8))),
+        ("k8s uid", format!("metadata:\n  uid: {}\n  resourceVersion: \"{}\"\n", uuid(rng), rng.string(DIGITS, 8))),
         ("stripe publishable", format!("const stripe = Stripe(\"pk_live_51{}\");\n", rng.alnum(97))),
-        ("sentry dsn", format!("SENTRY_DSN=https://{}@o{}.ingest.sentry.io/{}\n", rng.hex(32), rng.s(DIGITS, 6), rng.s(DIGITS, 7))),
+        ("sentry dsn", format!("SENTRY_DSN=https://{}@o{}.ingest.sentry.io/{}\n", rng.hex(32), rng.string(DIGITS, 6), rng.string(DIGITS, 7))),
         ("data uri", format!("background: url(data:image/png;base64,{});\n", b64(&(0..48).map(|_| rng.next() as u8).collect::<Vec<u8>>()))),
         ("aws arn", "role_arn = \"arn:aws:iam::123456789012:role/deploy-token-refresher\"\n".to_string()),
         ("mixed-case identifier", "const tokenRefreshHandlerName = \"handleTokenRefreshRequest\";\n".to_string()),
@@ -1361,19 +1336,19 @@ fn unnamed_services() -> Vec<Provider> {
     vec![
         generic("ACME_API_KEY", |r| r.alnum(32)),
         generic("PAYMENT_GATEWAY_SECRET", |r| r.hex(40)),
-        generic("PARTNER_ACCESS_TOKEN", |r| r.s(URLSAFE, 48)),
+        generic("PARTNER_ACCESS_TOKEN", |r| r.string(URLSAFE, 48)),
         generic("INTERNAL_API_TOKEN", |r| format!("itk_{}", r.alnum(36))),
-        generic("JWT_SECRET", |r| r.s(B64, 44)),
+        generic("JWT_SECRET", |r| r.string(B64, 44)),
         generic("WEBHOOK_SIGNING_SECRET", |r| r.alnum(40)),
         generic("ENCRYPTION_KEY", |r| r.hex(64)),
-        generic("SERVICE_CLIENT_SECRET", |r| r.s(URLSAFE, 36)),
+        generic("SERVICE_CLIENT_SECRET", |r| r.string(URLSAFE, 36)),
         // Passwords people choose: mixed case, digits, a few symbols.
         generic("DB_PASSWORD", |r| format!("{}^{}!", r.alnum(9), r.alnum(4))),
         generic("SMTP_PASSWORD", |r| {
             format!("{}%{}", r.alnum(7), r.alnum(8))
         }),
         generic("REDIS_PASSWORD", |r| {
-            r.s(
+            r.string(
                 b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!*-",
                 20,
             )
