@@ -1,4 +1,5 @@
-//! Byte classes of text as bitmasks, 64 bytes per mask, sixteen bytes per SIMD step.
+//! Byte classes of text as bitmasks, 64 bytes per mask, 32 bytes per SIMD step with AVX2 and
+//! sixteen without.
 //!
 //! The blob sweep looks for runs of at least 32 base64 bytes and the digit gate for runs of
 //! digits; in ordinary text both are rare, and both used to probe the text a byte at a time
@@ -7,7 +8,8 @@
 //! [`run_starts`] finds long runs among 64 bits with a handful of shifts: a block that holds
 //! none costs a few instructions, and only a block that does is looked at byte by byte.
 //! Measured: classifying and testing 8 MB of code runs at 3.6-4.8 GB/s, against 1.9-2.3 GB/s
-//! for the probing sweep it replaces.
+//! for the probing sweep it replaces. Where the CPU has AVX2 (module `simd`, chosen at run
+//! time) the blob sweep over that code takes a quarter less time again.
 
 use wide::u8x16;
 
@@ -66,6 +68,15 @@ pub fn starts_from(starts: u64, base: usize, floor: usize) -> u64 {
 
 /// Base64 and hex bytes, URL-safe alphabet included: `A-Z a-z 0-9 + / - _`.
 pub fn base64(block: &[u8; BLOCK]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(mask) = simd::base64(block) {
+        return mask;
+    }
+    base64_portable(block)
+}
+
+/// [`base64`] with `wide`'s 16-byte vectors, for CPUs without AVX2.
+fn base64_portable(block: &[u8; BLOCK]) -> u64 {
     each_16(block, |x| {
         let letter = in_range(x | u8x16::splat(0x20), b'a', b'z');
         let digit = in_range(x, b'0', b'9');
@@ -79,6 +90,15 @@ pub fn base64(block: &[u8; BLOCK]) -> u64 {
 
 /// ASCII digits, and the separators a digit gate allows between them (space, `-`, `.`).
 pub fn digits(block: &[u8; BLOCK]) -> (u64, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(masks) = simd::digits(block) {
+        return masks;
+    }
+    digits_portable(block)
+}
+
+/// [`digits`] with `wide`'s 16-byte vectors, for CPUs without AVX2.
+fn digits_portable(block: &[u8; BLOCK]) -> (u64, u64) {
     (
         each_16(block, |x| in_range(x, b'0', b'9')),
         each_16(block, |x| {
@@ -109,25 +129,157 @@ fn in_range(x: u8x16, lo: u8, hi: u8) -> u8x16 {
     offset.max(span).simd_eq(span)
 }
 
+/// The classes 32 bytes per step where the CPU has AVX2: a third of the instructions of the
+/// 16-byte `wide` versions, which SSE2 limits to compares (no byte shuffles). Base64 is
+/// classified by two nibble lookups: its bytes are those whose high-nibble class and
+/// low-nibble class share a bit.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod simd {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+
+    /// Bits by high nibble: `2` for `+ - /`, `3` digits, `4`/`6` letters from `A`/`a` up to
+    /// `O`/`o`, `5` the rest of the capitals and `_`, `7` the rest of the small letters.
+    const HIGH: [i8; 16] = [0, 0, 1, 2, 4, 8, 4, 16, 0, 0, 0, 0, 0, 0, 0, 0];
+    /// The low nibbles each of those groups admits.
+    const LOW: [i8; 16] = {
+        let mut low = [0i8; 16];
+        let mut nibble = 0;
+        while nibble < 16 {
+            let mut bits = 0;
+            if nibble == 0xB || nibble == 0xD || nibble == 0xF {
+                bits |= 1; // + - /
+            }
+            if nibble <= 9 {
+                bits |= 2; // 0-9
+            }
+            if nibble >= 1 {
+                bits |= 4; // A-O, a-o
+            }
+            if nibble <= 0xA || nibble == 0xF {
+                bits |= 8; // P-Z, _
+            }
+            if nibble <= 0xA {
+                bits |= 16; // p-z
+            }
+            low[nibble] = bits;
+            nibble += 1;
+        }
+        low
+    };
+
+    /// [`super::base64`], or `None` without AVX2.
+    pub(super) fn base64(block: &[u8; BLOCK]) -> Option<u64> {
+        // SAFETY: the CPU has AVX2, just checked.
+        is_x86_feature_detected!("avx2").then(|| unsafe { base64_avx2(block) })
+    }
+
+    /// [`super::digits`], or `None` without AVX2.
+    pub(super) fn digits(block: &[u8; BLOCK]) -> Option<(u64, u64)> {
+        // SAFETY: the CPU has AVX2, just checked.
+        is_x86_feature_detected!("avx2").then(|| unsafe { digits_avx2(block) })
+    }
+
+    /// The block's two 32-byte halves.
+    #[target_feature(enable = "avx2")]
+    fn halves(block: &[u8; BLOCK]) -> [__m256i; 2] {
+        // SAFETY: both 32-byte loads lie inside the 64-byte block; unaligned loads.
+        unsafe {
+            [
+                _mm256_loadu_si256(block.as_ptr().cast()),
+                _mm256_loadu_si256(block.as_ptr().add(32).cast()),
+            ]
+        }
+    }
+
+    /// One bit per byte of the two halves' byte masks (all-ones or all-zeros per byte).
+    #[target_feature(enable = "avx2")]
+    fn bits(masks: [__m256i; 2]) -> u64 {
+        let low = _mm256_movemask_epi8(masks[0]) as u32;
+        let high = _mm256_movemask_epi8(masks[1]) as u32;
+        u64::from(low) | u64::from(high) << 32
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn base64_avx2(block: &[u8; BLOCK]) -> u64 {
+        let high_table = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            HIGH[0], HIGH[1], HIGH[2], HIGH[3], HIGH[4], HIGH[5], HIGH[6], HIGH[7], HIGH[8],
+            HIGH[9], HIGH[10], HIGH[11], HIGH[12], HIGH[13], HIGH[14], HIGH[15],
+        ));
+        let low_table = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            LOW[0], LOW[1], LOW[2], LOW[3], LOW[4], LOW[5], LOW[6], LOW[7], LOW[8], LOW[9],
+            LOW[10], LOW[11], LOW[12], LOW[13], LOW[14], LOW[15],
+        ));
+        let nibble = _mm256_set1_epi8(0x0F);
+        let zero = _mm256_setzero_si256();
+        let class = |x: __m256i| {
+            // Bytes from 0x80 have a high nibble of 8 or more, which `HIGH` leaves empty.
+            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(x), nibble);
+            let low = _mm256_and_si256(x, nibble);
+            let both = _mm256_and_si256(
+                _mm256_shuffle_epi8(high_table, high),
+                _mm256_shuffle_epi8(low_table, low),
+            );
+            // All-ones where the two share no bit: inverted below.
+            _mm256_cmpeq_epi8(both, zero)
+        };
+        let [a, b] = halves(block);
+        !bits([class(a), class(b)])
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn digits_avx2(block: &[u8; BLOCK]) -> (u64, u64) {
+        let zero_digit = _mm256_set1_epi8(b'0' as i8);
+        let nine = _mm256_set1_epi8(9);
+        let digit = |x: __m256i| {
+            // `x - '0'` wraps below `'0'` to a large value, which `max` exposes.
+            let offset = _mm256_sub_epi8(x, zero_digit);
+            _mm256_cmpeq_epi8(_mm256_max_epu8(offset, nine), nine)
+        };
+        let separator = |x: __m256i| {
+            let is = |byte: u8| _mm256_cmpeq_epi8(x, _mm256_set1_epi8(byte as i8));
+            _mm256_or_si256(_mm256_or_si256(is(b' '), is(b'-')), is(b'.'))
+        };
+        let [a, b] = halves(block);
+        (
+            bits([digit(a), digit(b)]),
+            bits([separator(a), separator(b)]),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn masks_agree_with_the_byte_predicates_on_every_byte() {
-        let bytes: Vec<u8> = (0..=255u8).cycle().take(BLOCK * 5 + 17).collect();
-        let b64: Vec<u64> = masks(&bytes, base64).collect();
-        let dig: Vec<(u64, u64)> = masks(&bytes, digits).collect();
-        assert_eq!(b64.len(), 6);
-        for (i, &b) in bytes.iter().enumerate() {
-            let bit = |mask: u64| mask >> (i % BLOCK) & 1 == 1;
-            let expect = b.is_ascii_alphanumeric() || b"+/-_".contains(&b);
-            assert_eq!(bit(b64[i / BLOCK]), expect, "byte {b:#x}");
-            assert_eq!(bit(dig[i / BLOCK].0), b.is_ascii_digit(), "byte {b:#x}");
-            assert_eq!(bit(dig[i / BLOCK].1), b" -.".contains(&b), "byte {b:#x}");
+        // Every byte at every offset of a block (the cycle of 256 shifts by 64 each block),
+        // through the vector versions where the CPU has them and the portable ones.
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(BLOCK * 20 + 17).collect();
+        let classes: [(fn(&[u8; BLOCK]) -> u64, fn(&[u8; BLOCK]) -> (u64, u64)); 2] =
+            [(base64, digits), (base64_portable, digits_portable)];
+        for (base64, digits) in classes {
+            let b64: Vec<u64> = masks(&bytes, base64).collect();
+            let dig: Vec<(u64, u64)> = masks(&bytes, digits).collect();
+            assert_eq!(b64.len(), 21);
+            for (i, &b) in bytes.iter().enumerate() {
+                let bit = |mask: u64| mask >> (i % BLOCK) & 1 == 1;
+                let expect = b.is_ascii_alphanumeric() || b"+/-_".contains(&b);
+                assert_eq!(bit(b64[i / BLOCK]), expect, "byte {b:#x}");
+                assert_eq!(bit(dig[i / BLOCK].0), b.is_ascii_digit(), "byte {b:#x}");
+                assert_eq!(bit(dig[i / BLOCK].1), b" -.".contains(&b), "byte {b:#x}");
+            }
+            // Padding is in no class.
+            assert_eq!(b64[20] >> 17, 0);
+            assert_eq!(dig[20].0 >> 17, 0);
         }
-        // Padding is in no class.
-        assert_eq!(b64[5] >> 17, 0);
     }
 
     #[test]

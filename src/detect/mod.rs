@@ -896,6 +896,17 @@ match = ["ref AB 123456"]
                 assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
             }
         }
+        // Runs longer than the two blocks the masks cover, from every offset in a block.
+        for lead in 0..70 {
+            for run in ["7".repeat(300), "12-".repeat(90) + "4", "9 ".repeat(140)] {
+                let text = format!("{}{run}. z 55", "a".repeat(lead));
+                for min in [1, 6, 13, 70] {
+                    let mut found = Vec::new();
+                    digit_runs(text.as_bytes(), min, |s, e, d| found.push((s, e, d)));
+                    assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
+                }
+            }
+        }
         for b in 0..=255u8 {
             let block = [b; classify::BLOCK];
             assert_eq!(
