@@ -263,8 +263,9 @@ mod tests {
         // Every byte at every offset of a block (the cycle of 256 shifts by 64 each block),
         // through the vector versions where the CPU has them and the portable ones.
         let bytes: Vec<u8> = (0..=255u8).cycle().take(BLOCK * 20 + 17).collect();
-        let classes: [(fn(&[u8; BLOCK]) -> u64, fn(&[u8; BLOCK]) -> (u64, u64)); 2] =
-            [(base64, digits), (base64_portable, digits_portable)];
+        type Base64 = fn(&[u8; BLOCK]) -> u64;
+        type Digits = fn(&[u8; BLOCK]) -> (u64, u64);
+        let classes: [(Base64, Digits); 2] = [(base64, digits), (base64_portable, digits_portable)];
         for (base64, digits) in classes {
             let b64: Vec<u64> = masks(&bytes, base64).collect();
             let dig: Vec<(u64, u64)> = masks(&bytes, digits).collect();
