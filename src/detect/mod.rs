@@ -22,7 +22,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use regex_automata::Input;
+use regex_automata::util::captures::Captures;
+use regex_automata::{Anchored, Input};
 use serde::{Deserialize, Serialize};
 
 mod classify;
@@ -343,6 +344,8 @@ impl Scanner {
         // (single-byte keywords and digit runs come from their own passes) is sorted once.
         let mut windows: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.rules.len()];
         let mut disordered = vec![false; self.rules.len()];
+        // Keyword starts per rule, for rules searched from each hit (`Shape::starts_with_keyword`).
+        let mut starts: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
         let len = text.len();
         let mut hit = |rule: usize, start: usize, end: usize, whole: &mut [bool]| {
             if whole[rule] {
@@ -353,6 +356,11 @@ impl Scanner {
             };
             if shape.max_match > MAX_WINDOW {
                 whole[rule] = true;
+                return;
+            }
+            if shape.starts_with_keyword && shape.bounded && self.rules[rule].spec.digits.is_none()
+            {
+                starts[rule].push(start);
                 return;
             }
             let reach = shape.max_match;
@@ -426,6 +434,15 @@ impl Scanner {
                 whole[rule] = true;
             }
         }
+        for (rule, list) in starts.iter_mut().enumerate() {
+            if list.is_empty() || whole[rule] {
+                continue;
+            }
+            // Hits arrive in order of their end: keywords of different lengths can swap.
+            list.sort_unstable();
+            list.dedup();
+            self.run_rule_from(rule, text, list, out);
+        }
         for (i, _) in whole.iter().enumerate().filter(|(_, &on)| on) {
             self.run_rule(i, text, 0..text.len(), out);
         }
@@ -466,25 +483,70 @@ impl Scanner {
                             && !hard(window.end - 1);
                 }
             }
-            // The rule's group, or (for a pattern whose alternatives each capture the value in
-            // their own group) the first group that took part in the match.
-            let Some(span) = captures
-                .get_group(shape.group)
-                .or_else(|| (1..captures.group_len()).find_map(|group| captures.get_group(group)))
-            else {
-                continue;
-            };
-            let span = span.start..span.end;
-            if let Some(severity) = self.judge(rule, &text[span.clone()]) {
-                out.push(Finding {
-                    detector: self.ids[index].clone(),
-                    category: rule.spec.category,
-                    severity,
-                    span,
-                });
-            }
+            self.report(index, shape.group, &captures, text, out);
         }
         cut
+    }
+
+    /// Runs a rule whose matches begin with its keywords (see
+    /// [`rules::Shape::starts_with_keyword`]) anchored at each keyword start, in order, as a
+    /// window search would find them: leftmost first, none overlapping the one before.
+    fn run_rule_from(&self, index: usize, text: &[u8], starts: &[usize], out: &mut Vec<Finding>) {
+        let rule = &self.rules[index];
+        let (Some(shape), Some(regex)) = (rule.shape(), rule.regex()) else {
+            return;
+        };
+        let mut captures = regex.create_captures();
+        let mut floor = 0;
+        for &start in starts {
+            if start < floor {
+                continue;
+            }
+            // A match is no longer than `max_match` (the shape is bounded); the text after
+            // the span still counts for look-arounds.
+            let span = start..start.saturating_add(shape.max_match).min(text.len());
+            let input = Input::new(text).span(span).anchored(Anchored::Yes);
+            // Most keyword hits are not a token (`pat` in `path`): the lazy DFA alone says so,
+            // without the capture engines.
+            if regex.search_half(&input).is_none() {
+                continue;
+            }
+            regex.search_captures(&input, &mut captures);
+            let Some(found) = captures.get_match() else {
+                continue;
+            };
+            floor = found.end().max(start + 1);
+            self.report(index, shape.group, &captures, text, out);
+        }
+    }
+
+    /// Reports the value of one match if it passes the rule's checks ([`Scanner::judge`]).
+    fn report(
+        &self,
+        index: usize,
+        group: usize,
+        captures: &Captures,
+        text: &[u8],
+        out: &mut Vec<Finding>,
+    ) {
+        let rule = &self.rules[index];
+        // The rule's group, or (for a pattern whose alternatives each capture the value in
+        // their own group) the first group that took part in the match.
+        let Some(span) = captures
+            .get_group(group)
+            .or_else(|| (1..captures.group_len()).find_map(|group| captures.get_group(group)))
+        else {
+            return;
+        };
+        let span = span.start..span.end;
+        if let Some(severity) = self.judge(rule, &text[span.clone()]) {
+            out.push(Finding {
+                detector: self.ids[index].clone(),
+                category: rule.spec.category,
+                severity,
+                span,
+            });
+        }
     }
 
     /// The order of `FORMAT.md`: length bounds, placeholder, allowlist, entropy, validator.
@@ -1078,6 +1140,34 @@ match = ["ref AB 123456"]
         assert_eq!(lines(r"\nab\n"), Some(0));
         assert_eq!(lines(r"a[\s\S]{0,3}?b|c"), Some(3));
         assert_eq!(lines(r"a(?:\r?\n)?b"), Some(1));
+    }
+
+    #[test]
+    fn a_rule_is_searched_from_its_keyword_only_when_every_match_begins_with_one() {
+        let from = |pattern: &str, keywords: &[&str]| {
+            let hir = rules::parse_pattern(pattern).expect("pattern parses");
+            let keywords: Vec<String> = keywords.iter().map(|k| k.to_string()).collect();
+            rules::starts_with_keyword(&hir, &keywords)
+        };
+        assert!(from(r"\b(pat[A-Za-z0-9]{14}\.[a-f0-9]{64})\b", &["pat"]));
+        assert!(from(r"(?:ghp|gho)_[A-Za-z0-9]{36}", &["ghp_", "gho_"]));
+        assert!(from(r"(?i:sk-ant-)(\w{8})", &["sk-ant-"]));
+        // A keyword inside the match, not at its start.
+        assert!(!from(r"(?:^|[^a-z])pass\w*=(\S+)", &["pass"]));
+        assert!(!from(r"x?pat\w{4}", &["pat"]));
+        assert!(!from(r"(?:ghp|xyz)_\w{4}", &["ghp_"]));
+        assert!(!from(r"\w*key=(\w+)", &["key"]));
+        // The shipped packs have rules of both kinds.
+        let scanner = Scanner::builtin().expect("shipped rules load");
+        let anchored = scanner
+            .rules()
+            .iter()
+            .filter(|rule| rule.shape().is_some_and(|shape| shape.starts_with_keyword))
+            .count();
+        assert!(
+            anchored > 50 && anchored < scanner.rules().len() - 20,
+            "{anchored}"
+        );
     }
 
     #[test]

@@ -245,6 +245,11 @@ pub struct Shape {
     pub line_span: Option<usize>,
     /// The capture group that holds the value.
     pub group: usize,
+    /// Whether every match begins with one of the rule's keywords (`\b(ghp_[A-Za-z0-9]{36})`).
+    /// Such a rule is searched from each keyword hit, anchored there, instead of in a window
+    /// around it: `pat` (Airtable) occurs in every `path`, and an anchored search rejects it
+    /// at its fourth byte where a window search read some 160 bytes around it.
+    pub starts_with_keyword: bool,
 }
 
 impl Shape {
@@ -263,6 +268,7 @@ impl Shape {
             bounded: hir.properties().maximum_len().is_some(),
             line_span: interior_newlines(&hir, true, true),
             group,
+            starts_with_keyword: starts_with_keyword(&hir, &spec.keywords),
             hir,
         })
     }
@@ -392,6 +398,27 @@ fn invalid(origin: &Origin, rule: &str, msg: String) -> RuleError {
         rule: rule.to_string(),
         msg,
     }
+}
+
+/// Whether every match of `hir` begins with one of `keywords`, ASCII case ignored: each of the
+/// pattern's prefix literals (regex-syntax's extractor; a match starts with one of them)
+/// starts with a keyword. An infinite or trimmed-short prefix set says no.
+pub(crate) fn starts_with_keyword(hir: &Hir, keywords: &[String]) -> bool {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
+    let Some(literals) = prefixes.literals() else {
+        return false;
+    };
+    !literals.is_empty()
+        && literals.iter().all(|literal| {
+            keywords.iter().any(|keyword| {
+                !keyword.is_empty()
+                    && literal
+                        .as_bytes()
+                        .get(..keyword.len())
+                        .is_some_and(|head| head.eq_ignore_ascii_case(keyword.as_bytes()))
+            })
+        })
 }
 
 /// What an unbounded repetition counts for in [`Rule::max_match`]: more than any realistic
