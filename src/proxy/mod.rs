@@ -185,8 +185,18 @@ impl Proxy {
         let shards = shard_count();
         let open = Arc::new(std::sync::atomic::AtomicUsize::new(shards));
         for index in 0..shards {
-            let listener = proxy_listener.try_clone().map_err(ProxyError::Threads)?;
-            start_shard(index, common.clone(), listener, open.clone(), cut.clone())?;
+            let started = proxy_listener
+                .try_clone()
+                .map_err(ProxyError::Threads)
+                .and_then(|listener| {
+                    start_shard(index, common.clone(), listener, open.clone(), cut.clone())
+                });
+            if let Err(error) = started {
+                // The shards already started must not go on serving a proxy that failed.
+                shutdown.cancel();
+                cut.cancel();
+                return Err(error);
+            }
         }
         drop(proxy_listener);
         // The admin listener is not tracked: it answers health checks during the drain and stops
