@@ -28,14 +28,7 @@ pub(crate) const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from
 const MAX_FRAME_SIZE: u32 = 256 * 1024;
 
 /// Accepts until shutdown; each connection is served on its own task, tracked for the drain.
-///
-/// One such loop runs per shard, all on the same listening socket; `open` counts the shards
-/// still holding it, so that "listener closed" is said once the last one let go.
-pub async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    open: Arc<std::sync::atomic::AtomicUsize>,
-) {
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -71,9 +64,7 @@ pub async fn accept_loop(
     }
     // Closed before saying so: whoever reads this line can rely on new connections failing.
     drop(listener);
-    if open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-        tracing::info!("proxy listener closed");
-    }
+    tracing::info!("proxy listener closed");
 }
 
 /// Serves the requests inside an intercepted tunnel: every one goes to `dest` through the gate.

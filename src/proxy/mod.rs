@@ -88,14 +88,12 @@ pub enum ProxyError {
     BadResolve(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot start the proxy's threads: {0}")]
-    Threads(#[source] std::io::Error),
 }
 
 /// What every connection task shares.
 pub(crate) struct Shared {
     pub(crate) gate: Arc<dyn Gate>,
-    pub(crate) leaves: Arc<LeafCache>,
+    pub(crate) leaves: LeafCache,
     /// Relays plain `http://` requests to hosts that are not inspected.
     pub(crate) client: UpstreamClient,
     /// Carries intercepted requests: HTTPS only.
@@ -118,8 +116,6 @@ pub struct Proxy {
     ready: Arc<AtomicBool>,
     tracker: TaskTracker,
     drain_timeout: Duration,
-    /// Ends the shards' runtimes, and with them whatever they still run (see [`Proxy::stop`]).
-    cut: CancellationToken,
 }
 
 /// How a stop went.
@@ -139,6 +135,9 @@ impl Proxy {
         let resolve = ResolveMap::parse(&config.resolve)?;
         let tls = crate::tls::upstream_client_config(&config.upstream_ca)?;
         let tcp = TcpConnector::new(resolve, config.connect_timeout);
+        let client = upstream::client(tls.clone(), tcp.clone(), false);
+        let intercept_client = upstream::client(tls.clone(), tcp.clone(), true);
+        let upgrade_client = upstream::upgrade_client(tls, tcp.clone());
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -153,15 +152,8 @@ impl Proxy {
         };
         let proxy_addr = local(&proxy_listener, config.listen)?;
         let admin_addr = local(&admin_listener, config.admin)?;
-        let proxy_listener = proxy_listener
-            .into_std()
-            .map_err(|source| ProxyError::Bind {
-                addr: proxy_addr,
-                source,
-            })?;
 
         let shutdown = CancellationToken::new();
-        let cut = CancellationToken::new();
         let tracker = TaskTracker::new();
         let ready = Arc::new(AtomicBool::new(false));
         let ca_path = ca.path().to_path_buf();
@@ -173,32 +165,18 @@ impl Proxy {
             proxy_addr,
         };
         let drain_timeout = config.drain_timeout;
-        let common = ShardCommon {
+        let shared = Arc::new(Shared {
             gate,
-            leaves: Arc::new(LeafCache::new(ca, config.leaf_cache_size)),
-            tls,
+            leaves: LeafCache::new(ca, config.leaf_cache_size),
+            client,
+            intercept_client,
+            upgrade_client,
             tcp,
             config,
             shutdown: shutdown.clone(),
             tracker: tracker.clone(),
-        };
-        let shards = shard_count();
-        let open = Arc::new(std::sync::atomic::AtomicUsize::new(shards));
-        for index in 0..shards {
-            let started = proxy_listener
-                .try_clone()
-                .map_err(ProxyError::Threads)
-                .and_then(|listener| {
-                    start_shard(index, common.clone(), listener, open.clone(), cut.clone())
-                });
-            if let Err(error) = started {
-                // The shards already started must not go on serving a proxy that failed.
-                shutdown.cancel();
-                cut.cancel();
-                return Err(error);
-            }
-        }
-        drop(proxy_listener);
+        });
+        tracker.spawn(listener::accept_loop(shared, proxy_listener));
         // The admin listener is not tracked: it answers health checks during the drain and stops
         // with the process.
         let admin_stop = CancellationToken::new();
@@ -218,7 +196,6 @@ impl Proxy {
             ready,
             tracker,
             drain_timeout,
-            cut,
         })
     }
 
@@ -238,8 +215,6 @@ impl Proxy {
             Err(_) => Drained::TimedOut,
         };
         self.admin_stop.cancel();
-        // What is still open after the grace period is cut: the shards' runtimes end.
-        self.cut.cancel();
         drained
     }
 
@@ -249,99 +224,4 @@ impl Proxy {
         self.shutdown.cancelled().await;
         self.stop().await
     }
-}
-
-impl Drop for Proxy {
-    /// A proxy dropped without [`Proxy::stop`] (a test that ends early) must not leave its
-    /// shards serving on their own threads.
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.admin_stop.cancel();
-        self.cut.cancel();
-    }
-}
-
-/// How many shards serve the proxy listener: one per core the process may use, at most 16
-/// (each keeps its own upstream connections).
-///
-/// Why shards rather than one work-stealing runtime: each connection's tasks (the client's
-/// connection, the upstream connection it uses, their timers) then run on one thread, so a
-/// request never waits for another thread to be woken to carry it on. Measured on a 200 KB
-/// Anthropic request through CONNECT: about 0.1 ms less added latency and 10% less CPU than
-/// tokio's multi-thread scheduler, where every hand-off between the client and upstream
-/// connections could cross threads. Cores are still all used: connections spread over shards.
-fn shard_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 16)
-}
-
-/// What every shard shares; each builds its own upstream clients (pools) from it, so that a
-/// pooled upstream connection lives on the shard that uses it.
-#[derive(Clone)]
-struct ShardCommon {
-    gate: Arc<dyn Gate>,
-    leaves: Arc<LeafCache>,
-    tls: rustls::ClientConfig,
-    tcp: TcpConnector,
-    config: ProxyConfig,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-}
-
-impl ShardCommon {
-    /// Must be called inside the shard's runtime: the pools spawn their connections on it.
-    fn into_shared(self) -> Shared {
-        Shared {
-            client: upstream::client(self.tls.clone(), self.tcp.clone(), false),
-            intercept_client: upstream::client(self.tls.clone(), self.tcp.clone(), true),
-            upgrade_client: upstream::upgrade_client(self.tls, self.tcp.clone()),
-            gate: self.gate,
-            leaves: self.leaves,
-            tcp: self.tcp,
-            config: self.config,
-            shutdown: self.shutdown,
-            tracker: self.tracker,
-        }
-    }
-}
-
-/// Starts one shard: a thread with its own single-threaded runtime accepting on `listener`
-/// until shutdown, then serving what it accepted until drained or `cut`.
-fn start_shard(
-    index: usize,
-    common: ShardCommon,
-    listener: std::net::TcpListener,
-    open: Arc<std::sync::atomic::AtomicUsize>,
-    cut: CancellationToken,
-) -> Result<(), ProxyError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ProxyError::Threads)?;
-    // Registered here, so that a failure is the caller's error, not a thread's.
-    let listener = {
-        let _entered = runtime.enter();
-        TcpListener::from_std(listener).map_err(ProxyError::Threads)?
-    };
-    std::thread::Builder::new()
-        .name(format!("egress-guard-shard-{index}"))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let tracker = common.tracker.clone();
-                let shared = Arc::new(common.into_shared());
-                let accepting = tracker.spawn(listener::accept_loop(shared, listener, open));
-                tokio::select! {
-                    _ = async {
-                        let _ = accepting.await;
-                        // Connections accepted here run on this runtime: serve them until the
-                        // drain ends (the tracker closes on stop).
-                        tracker.wait().await;
-                    } => {}
-                    _ = cut.cancelled() => {}
-                }
-            });
-        })
-        .map_err(ProxyError::Threads)?;
-    Ok(())
 }
