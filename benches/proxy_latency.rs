@@ -25,6 +25,7 @@
 //! | `BENCH_PERF_OUT` | record a perf profile of the proxy during `latency` into this file | unset |
 //! | `BENCH_PERF_CALLGRAPH` | perf's `--call-graph` mode (`dwarf` shows who calls `memmove`) | `fp` |
 //! | `BENCH_BODIES` | latency body sizes in KB, comma-separated (`200`: the issue 6 goal's cell only) | `1,200` |
+//! | `EGRESS_GUARD_BIN_B` | `latency` only: a second proxy build, its requests interleaved with the first's (A/B); perf, if asked, records this one | unset |
 //!
 //! The bench prints markdown tables to stdout and progress to stderr.
 
@@ -467,11 +468,19 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
         .split(',')
         .filter_map(|kb| kb.trim().parse().ok())
         .collect();
-    let proxy = match bin {
-        Some(bin) => Some(Proxy::start(bin, up)?),
-        None => None,
-    };
-    let _perf = proxy.as_ref().and_then(|p| PerfRecording::start(p.pid()));
+    // The proxies under test: the one named by EGRESS_GUARD_BIN and, for an A/B comparison,
+    // a second build (EGRESS_GUARD_BIN_B) whose requests are interleaved with the first's, so
+    // both see the very same machine noise.
+    let mut proxies: Vec<(&str, Proxy)> = Vec::new();
+    if let Some(bin) = bin {
+        proxies.push(("", Proxy::start(bin, up)?));
+        if let Some(b) = std::env::var_os("EGRESS_GUARD_BIN_B") {
+            proxies.push((" (B)", Proxy::start(Path::new(&b), up)?));
+        }
+    }
+    let _perf = proxies
+        .last()
+        .and_then(|(_, p)| PerfRecording::start(p.pid()));
 
     let mut cpu_notes: Vec<String> = Vec::new();
     println!("\n### Pass-through latency (one request in flight, keep-alive)\n");
@@ -479,6 +488,11 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
         "{per_path} requests per path per cell (cap {} s); POST /v1/messages, clean prose, small reply.\n",
         cap.as_secs()
     );
+    if proxies.len() > 1 {
+        println!(
+            "A/B: \"(B)\" rows are EGRESS_GUARD_BIN_B, the others EGRESS_GUARD_BIN, requests interleaved.\n"
+        );
+    }
     println!("| protocol | body | path | n | p50 ms | p99 ms | added p50 ms | added p99 ms |");
     println!("|---|---|---|---:|---:|---:|---:|---:|");
     for proto in [Proto::H1, Proto::H2] {
@@ -486,14 +500,14 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
             let label = format!("{kb} KB");
             let label = label.as_str();
             let body = messages_body(kb * 1024);
-            let mut paths: Vec<(&str, Client, String)> = Vec::new();
+            let mut paths: Vec<(String, Client, String)> = Vec::new();
             let (c, u) = direct_client(up, proto)?;
-            paths.push(("direct", c, u));
-            if let Some(p) = &proxy {
+            paths.push(("direct".into(), c, u));
+            for (suffix, p) in &proxies {
                 let (c, u) = connect_client(p, proto)?;
-                paths.push(("proxy CONNECT", c, u));
+                paths.push((format!("proxy CONNECT{suffix}"), c, u));
                 let (c, u) = base_url_client(p, proto)?;
-                paths.push(("proxy base-URL", c, u));
+                paths.push((format!("proxy base-URL{suffix}"), c, u));
             }
             // Warm up every path (connections, TLS, leaf cache, allocator), and drop a path that
             // does not work at all (e.g. h2c in base-URL mode) instead of failing the run.
@@ -514,7 +528,7 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
                 }
             }
             // Round-robin, one request per path per round, so a noisy moment hits every path.
-            let cpu_before = proxy.as_ref().and_then(|p| p.cpu_ticks());
+            let cpu_before: Vec<Option<u64>> = proxies.iter().map(|(_, p)| p.cpu_ticks()).collect();
             let started = Instant::now();
             for round in 0..per_path {
                 if started.elapsed() > cap {
@@ -530,7 +544,7 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
             let (base50, base99) = (working[0].3.pct(50.0), working[0].3.pct(99.0));
             for (name, _, _, s) in &working {
                 let (p50, p99) = (s.pct(50.0), s.pct(99.0));
-                let (a50, a99) = if *name == "direct" {
+                let (a50, a99) = if name == "direct" {
                     ("".to_string(), "".to_string())
                 } else {
                     (added(p50, base50), added(p99, base99))
@@ -543,20 +557,23 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
                     ms(p99)
                 );
             }
-            // The proxy's own CPU time per request it carried: unlike wall time, it hardly
+            // Each proxy's own CPU time per request it carried: unlike wall time, it hardly
             // moves with what else the machine is doing, so it compares two builds fairly.
-            let proxied: usize = working
-                .iter()
-                .filter(|(name, ..)| *name != "direct")
-                .map(|(.., s)| s.0.len())
-                .sum();
-            let cpu_after = proxy.as_ref().and_then(|p| p.cpu_ticks());
-            if let (Some(before), Some(after), true) = (cpu_before, cpu_after, proxied > 0) {
-                cpu_notes.push(format!(
-                    "{} {label}: {:.3} ms",
-                    proto.name(),
-                    (after - before) as f64 * 1e3 / ticks_per_second() / proxied as f64
-                ));
+            for ((suffix, p), before) in proxies.iter().zip(&cpu_before) {
+                let proxied: usize = working
+                    .iter()
+                    .filter(|(name, ..)| {
+                        name != "direct" && (suffix.is_empty() != name.ends_with(" (B)"))
+                    })
+                    .map(|(.., s)| s.0.len())
+                    .sum();
+                if let (Some(before), Some(after), true) = (*before, p.cpu_ticks(), proxied > 0) {
+                    cpu_notes.push(format!(
+                        "{} {label}{suffix}: {:.3} ms",
+                        proto.name(),
+                        (after - before) as f64 * 1e3 / ticks_per_second() / proxied as f64
+                    ));
+                }
             }
             std::io::stdout().flush()?;
         }
@@ -567,13 +584,13 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
             cpu_notes.join(", ")
         );
     }
-    if let Some(p) = &proxy {
+    for (suffix, p) in &proxies {
         if let Some(mean) = mean_inspect_ms(p).await {
-            println!("\nproxy's own `egress_guard_inspect_duration_seconds` mean over the run: {mean:.3} ms");
+            println!("\nproxy{suffix}'s own `egress_guard_inspect_duration_seconds` mean over the run: {mean:.3} ms");
         }
         let (rss, hwm) = p.memory_kib()?;
         println!(
-            "\nproxy memory after the latency run: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+            "\nproxy{suffix} memory after the latency run: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0
         );

@@ -259,9 +259,9 @@ impl PolicyGate {
             .map_err(Failure::Decode)
             .and_then(|decoded| {
                 let is_clean = |key| self.clean_groups.contains(key);
-                let read = if self.clean_groups.enabled() {
+                let read = if let Some(keyer) = self.clean_groups.keyer() {
                     let skip = SkipClean {
-                        hasher: &self.clean_groups.hasher,
+                        keyer,
                         digest: &loaded.digest,
                         is_clean: &is_clean,
                     };

@@ -6,12 +6,12 @@
 //! text and the policy digest, in a bounded cache: the cost of a request then grows with what is
 //! new in it. The cache holds spans and detector ids only, never text.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use crate::detect::Finding;
-use crate::inspect::content::Document;
+use crate::inspect::content::{Document, RawKeyer};
 
 use super::Detect;
 
@@ -109,31 +109,42 @@ impl ScanCache {
 /// [`crate::inspect::content::SkipClean`]): such a group is left out of the next request's
 /// document before it is even decoded. Bounded, oldest forgotten first; holds hashes only.
 pub struct CleanGroups {
-    pub hasher: RandomState,
+    /// The per-process keyed hash of a group's raw bytes; `None` (no randomness for a key)
+    /// turns skipping off.
+    keyer: Option<RawKeyer>,
     capacity: usize,
-    entries: Mutex<(std::collections::HashSet<u64>, VecDeque<u64>)>,
+    entries: Mutex<(HashSet<u128>, VecDeque<u128>)>,
 }
 
 impl CleanGroups {
     pub fn new(capacity: usize) -> Self {
+        let keyer = RawKeyer::random();
+        if keyer.is_none() {
+            tracing::warn!("no randomness for the clean-group key: every message is scanned");
+        }
         Self {
-            hasher: RandomState::new(),
+            keyer,
             capacity,
             entries: Mutex::new(Default::default()),
         }
     }
 
-    /// Whether skipping is on at all (a capacity of 0 turns it off).
-    pub fn enabled(&self) -> bool {
-        self.capacity > 0
+    /// The keyed hash, when skipping is on at all (a capacity of 0 turns it off).
+    pub fn keyer(&self) -> Option<&RawKeyer> {
+        self.keyer.as_ref().filter(|_| self.capacity > 0)
     }
 
-    pub fn contains(&self, key: u64) -> bool {
+    /// Whether skipping is on at all.
+    pub fn enabled(&self) -> bool {
+        self.keyer().is_some()
+    }
+
+    pub fn contains(&self, key: u128) -> bool {
         self.lock().0.contains(&key)
     }
 
     /// Remembers the groups of `keys` (group number, raw key) in which `findings` has none.
-    pub fn remember(&self, keys: &[(u32, u64)], document: &Document, findings: &[Finding]) {
+    pub fn remember(&self, keys: &[(u32, u128)], document: &Document, findings: &[Finding]) {
         if !self.enabled() || keys.is_empty() {
             return;
         }
@@ -161,7 +172,7 @@ impl CleanGroups {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (std::collections::HashSet<u64>, VecDeque<u64>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashSet<u128>, VecDeque<u128>)> {
         // Inserts and removals are single calls: a panic elsewhere leaves the set consistent.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
