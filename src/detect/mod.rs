@@ -344,7 +344,7 @@ impl Scanner {
         // (single-byte keywords and digit runs come from their own passes) is sorted once.
         let mut windows: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.rules.len()];
         let mut disordered = vec![false; self.rules.len()];
-        // Keyword starts per rule, for rules searched from each hit (`Shape::starts_with_keyword`).
+        // Keyword starts per rule, for rules searched from each hit (`Rule::searched_from_keyword`).
         let mut starts: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
         let len = text.len();
         let mut hit = |rule: usize, start: usize, end: usize, whole: &mut [bool]| {
@@ -358,9 +358,17 @@ impl Scanner {
                 whole[rule] = true;
                 return;
             }
-            if shape.starts_with_keyword && shape.bounded && self.rules[rule].spec.digits.is_none()
-            {
-                starts[rule].push(start);
+            if self.rules[rule].searched_from_keyword() {
+                let list = &mut starts[rule];
+                list.push(start);
+                // Each start may read up to `max_match` bytes: once that passes twice the
+                // input, one search of the whole input costs less and finds the same matches
+                // (every match starts at a keyword). Bounds the work and the list whatever
+                // the text (`/ABSK` repeated would otherwise cost 4 KB of search per 23 bytes).
+                if list.len().saturating_mul(shape.max_match) > 2 * len {
+                    whole[rule] = true;
+                    *list = Vec::new();
+                }
                 return;
             }
             let reach = shape.max_match;
@@ -438,7 +446,8 @@ impl Scanner {
             if list.is_empty() || whole[rule] {
                 continue;
             }
-            // Hits arrive in order of their end: keywords of different lengths can swap.
+            // Single-byte keywords are reported before the others, and the others in order of
+            // their end, so keywords of different lengths can swap.
             list.sort_unstable();
             list.dedup();
             self.run_rule_from(rule, text, list, out);
@@ -488,8 +497,8 @@ impl Scanner {
         cut
     }
 
-    /// Runs a rule whose matches begin with its keywords (see
-    /// [`rules::Shape::starts_with_keyword`]) anchored at each keyword start, in order, as a
+    /// Runs a rule whose matches begin with its keywords (see [`Rule::searched_from_keyword`])
+    /// anchored at each keyword start, in order, as a
     /// window search would find them: leftmost first, none overlapping the one before.
     fn run_rule_from(&self, index: usize, text: &[u8], starts: &[usize], out: &mut Vec<Finding>) {
         let rule = &self.rules[index];
@@ -1162,12 +1171,41 @@ match = ["ref AB 123456"]
         let anchored = scanner
             .rules()
             .iter()
-            .filter(|rule| rule.shape().is_some_and(|shape| shape.starts_with_keyword))
+            .filter(|rule| rule.searched_from_keyword())
             .count();
         assert!(
             anchored > 50 && anchored < scanner.rules().len() - 20,
             "{anchored}"
         );
+    }
+
+    #[test]
+    fn keywords_repeated_to_cost_more_than_a_whole_search_are_searched_whole() {
+        // Each `/ABSK...` starts a search that may read 4 KB (the body class takes the next
+        // copies in); past twice the input's worth, the rule is searched whole instead, and
+        // finds what searching from every keyword finds. Also one long token made of
+        // keywords, and a real token among look-alikes.
+        let scanner = Scanner::builtin().expect("shipped rules load");
+        let token = format!("ABSKQmVkcm9ja0FQSUtleS{}", "Zk3q9Lx2".repeat(8));
+        for text in [
+            "/ABSKQmVkcm9ja0FQSUtleS".repeat(3000),
+            format!("k={}", "ABSKQmVkcm9ja0FQSUtleS".repeat(150)),
+            format!(
+                "{} key={token} {}",
+                " pat-x".repeat(5000),
+                "/path".repeat(5000)
+            ),
+        ] {
+            let mut windowed = Vec::new();
+            scanner.scan_text(text.as_bytes(), &mut windowed);
+            let mut windowed: Vec<_> = windowed
+                .into_iter()
+                .map(|f| (f.detector, f.span.start, f.span.end))
+                .collect();
+            windowed.sort();
+            let whole = scan_text_whole(&scanner, text.as_bytes());
+            assert_eq!(windowed, whole, "{}", &text[..60]);
+        }
     }
 
     #[test]

@@ -60,8 +60,8 @@ struct Anchors {
     /// rather than one so that no two table entries share a slot: a common trigram's
     /// comparisons then stop at the keywords really anchored on it (measured: with shared
     /// slots, a fifth of an agent request's scan went to comparing unrelated keywords).
-    /// Two entries longer than the table: the SIMD walk reads each entry as the low half
-    /// of a 4-byte word.
+    /// Longer than the table (one entry would do; two keep it a whole number of 4-byte
+    /// words): the SIMD walk reads each entry as the low half of a 4-byte word.
     table: Box<[u16; TABLE_LEN + 2]>,
     /// The hash multiplier that keeps common trigrams off the anchors' entries.
     multiplier: u32,
@@ -71,6 +71,7 @@ struct Anchors {
     reach: usize,
     /// Whether the walk may use the CPU's vector instructions (see `simd`); tests turn this
     /// off to check the scalar walk on machines that have them.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     vectorized: bool,
 }
 
@@ -430,6 +431,7 @@ impl Anchors {
     /// Confirms the positions `at + k` for each bit `k` set in `marks`, in order: the slow
     /// path of the SIMD walk.
     #[inline(never)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn confirm_marked<F: FnMut(usize, usize, usize)>(
         &self,
         text: &[u8],
@@ -474,7 +476,8 @@ impl Anchors {
     }
 }
 
-/// The anchor walk with the trigrams of eight positions hashed and looked up at once.
+/// The anchor walk with the trigrams of sixteen positions hashed and looked up per step,
+/// eight per vector.
 ///
 /// A gather is bound by its loads (about one lane per cycle here), not by the hashing: a
 /// 16 KiB bitmap in the L1 cache instead of the 256 KiB table measured no faster, nor did

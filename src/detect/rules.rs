@@ -200,6 +200,17 @@ impl Rule {
             .is_some_and(|set| set.is_match(value))
     }
 
+    /// Whether the scanner tries this rule anchored at each keyword hit instead of searching a
+    /// window around it: when every match begins with a keyword, the pattern is bounded, and
+    /// no digit gate wakes it. `pat` (Airtable) occurs in every `path`; anchored, the lazy DFA
+    /// rejects `path.join` at its fifth byte, where a window search read some 160 bytes.
+    pub fn searched_from_keyword(&self) -> bool {
+        self.spec.digits.is_none()
+            && self
+                .shape()
+                .is_some_and(|shape| shape.starts_with_keyword && shape.bounded)
+    }
+
     /// The pattern's shape; `None` if it does not parse (possible only for a built-in pack, read
     /// lazily: then the rule never matches, and its own `match` cases say so).
     pub fn shape(&self) -> Option<&Shape> {
@@ -246,9 +257,7 @@ pub struct Shape {
     /// The capture group that holds the value.
     pub group: usize,
     /// Whether every match begins with one of the rule's keywords (`\b(ghp_[A-Za-z0-9]{36})`).
-    /// Such a rule is searched from each keyword hit, anchored there, instead of in a window
-    /// around it: `pat` (Airtable) occurs in every `path`, and an anchored search rejects it
-    /// at its fourth byte where a window search read some 160 bytes around it.
+    /// See [`Rule::searched_from_keyword`].
     pub starts_with_keyword: bool,
 }
 
