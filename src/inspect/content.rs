@@ -56,7 +56,7 @@ pub struct Content {
 }
 
 /// The keyed hash of a message group's raw bytes: POLYVAL (a universal hash over GF(2^128))
-/// under a per-process random key.
+/// under a per-process random key, its output passed through a keyed SipHash.
 ///
 /// Why this and not a faster non-cryptographic hash: a group whose key was recorded clean is
 /// skipped unscanned, so whoever could make a text with a secret collide with a clean one would
@@ -69,6 +69,11 @@ pub struct Content {
 pub struct RawKeyer {
     /// The key expanded (its powers), cloned for each group.
     hash: polyval::Polyval,
+    /// A second, independent key for the output: POLYVAL is linear in its key, so a single
+    /// (input, hash) pair that ever leaked (a debug print) would give the key away and let
+    /// anyone build collisions. Passed through a keyed PRF (SipHash), as Carter-Wegman MACs
+    /// encrypt their tag, the keys reveal nothing of it.
+    finish: std::hash::RandomState,
 }
 
 impl std::fmt::Debug for RawKeyer {
@@ -99,6 +104,7 @@ impl RawKeyer {
         }
         Some(Self {
             hash: polyval::Polyval::new(&key.into()),
+            finish: std::hash::RandomState::new(),
         })
     }
 
@@ -120,7 +126,9 @@ impl RawKeyer {
         for piece in pieces {
             item(&mut hash, piece);
         }
-        u128::from_le_bytes(hash.finalize().into())
+        let tag = u128::from_le_bytes(hash.finalize().into());
+        let half = |lane: u8| std::hash::BuildHasher::hash_one(&self.finish, (lane, tag));
+        u128::from(half(0)) << 64 | u128::from(half(1))
     }
 }
 
