@@ -1052,7 +1052,18 @@ match = ["ref AB 123456"]
         for rule in 0..scanner.rules.len() {
             scanner.run_rule(rule, text, 0..text.len(), &mut out);
         }
-        let mut found: Vec<_> = out
+        sorted_spans(out)
+    }
+
+    /// What `scan_text` finds (windows, keyword starts), in the form of [`scan_text_whole`].
+    fn scan_text_found(scanner: &Scanner, text: &[u8]) -> Vec<(Arc<str>, usize, usize)> {
+        let mut out = Vec::new();
+        scanner.scan_text(text, &mut out);
+        sorted_spans(out)
+    }
+
+    fn sorted_spans(findings: Vec<Finding>) -> Vec<(Arc<str>, usize, usize)> {
+        let mut found: Vec<_> = findings
             .into_iter()
             .map(|f| (f.detector, f.span.start, f.span.end))
             .collect();
@@ -1103,13 +1114,7 @@ match = ["ref AB 123456"]
                 }
                 text.push_str(["\n", "\r\n", "\n\n", " "][next(4)]);
             }
-            let mut windowed = Vec::new();
-            scanner.scan_text(text.as_bytes(), &mut windowed);
-            let mut windowed: Vec<_> = windowed
-                .into_iter()
-                .map(|f| (f.detector, f.span.start, f.span.end))
-                .collect();
-            windowed.sort();
+            let windowed = scan_text_found(&scanner, text.as_bytes());
             let whole = scan_text_whole(&scanner, text.as_bytes());
             let missing: Vec<_> = whole.iter().filter(|f| !windowed.contains(f)).collect();
             let extra: Vec<_> = windowed.iter().filter(|f| !whole.contains(f)).collect();
@@ -1196,13 +1201,7 @@ match = ["ref AB 123456"]
                 "/path".repeat(5000)
             ),
         ] {
-            let mut windowed = Vec::new();
-            scanner.scan_text(text.as_bytes(), &mut windowed);
-            let mut windowed: Vec<_> = windowed
-                .into_iter()
-                .map(|f| (f.detector, f.span.start, f.span.end))
-                .collect();
-            windowed.sort();
+            let windowed = scan_text_found(&scanner, text.as_bytes());
             let whole = scan_text_whole(&scanner, text.as_bytes());
             assert_eq!(windowed, whole, "{}", &text[..60]);
         }
