@@ -417,21 +417,16 @@ impl Anchors {
         let bytes = |k: usize| (words[k / 6] >> (8 * (k % 6))) as u32;
         // The marked positions as bits first, then one branch per mark rather than one per
         // position.
-        let mut marks = 0u16;
+        let mut marks = 0u32;
         for k in 0..STEP {
-            marks |= u16::from(self.table[slot_of(bytes(k), self.multiplier)] != 0) << k;
+            marks |= u32::from(self.table[slot_of(bytes(k), self.multiplier)] != 0) << k;
         }
-        while marks != 0 {
-            let k = marks.trailing_zeros() as usize;
-            self.confirm(text, at + k, bytes(k), hits);
-            marks &= marks - 1;
-        }
+        self.confirm_marked(text, at, marks, hits);
     }
 
     /// Confirms the positions `at + k` for each bit `k` set in `marks`, in order: the slow
-    /// path of the SIMD walk.
+    /// path of both walks, out of line so that their loops keep their registers.
     #[inline(never)]
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn confirm_marked<F: FnMut(usize, usize, usize)>(
         &self,
         text: &[u8],
