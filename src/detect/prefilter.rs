@@ -45,10 +45,11 @@ const COMMON_TRIGRAMS: &str = include_str!("common_trigrams.txt");
 pub struct Prefilter {
     /// Single-byte keywords: `(byte, keyword index)`.
     single: Vec<(u8, usize)>,
-    /// Their bytes in both cases, without repeats.
-    single_needles: Vec<u8>,
     /// Two-byte keywords: `(bytes, keyword index)`.
     pairs: Vec<([u8; 2], usize)>,
+    /// The bytes one pass looks for: each single-byte keyword's and each pair's probe byte
+    /// ([`probe`]), in both cases, without repeats.
+    needles: Vec<u8>,
     /// Every longer keyword, anchored on a trigram.
     anchors: Option<Anchors>,
     keywords: usize,
@@ -153,16 +154,18 @@ impl Prefilter {
             }
         }
         let anchors = (!long.is_empty()).then(|| Anchors::new(&long));
-        let mut single_needles: Vec<u8> = single
+        let mut needles: Vec<u8> = single
             .iter()
-            .flat_map(|&(byte, _)| [byte, byte.to_ascii_uppercase()])
+            .map(|&(byte, _)| byte)
+            .chain(pairs.iter().map(|&(pair, _)| probe(pair).0))
+            .flat_map(|byte| [byte, byte.to_ascii_uppercase()])
             .collect();
-        single_needles.sort_unstable();
-        single_needles.dedup();
+        needles.sort_unstable();
+        needles.dedup();
         Prefilter {
             single,
-            single_needles,
             pairs,
+            needles,
             anchors,
             keywords: keywords.len(),
         }
@@ -172,55 +175,49 @@ impl Prefilter {
     /// included: single-byte keywords first, in order of position, then the others in order
     /// of their end.
     pub fn for_each(&self, text: &[u8], mut found: impl FnMut(usize, usize, usize)) {
-        let mut report = |at: usize| {
-            for &(byte, id) in &self.single {
-                if text[at].eq_ignore_ascii_case(&byte) {
-                    found(id, at, at + 1);
-                }
-            }
-        };
-        // One pass for all single-byte keywords while memchr can take their bytes at once
-        // (the shipped rules have two: `@` and `+`).
-        match self.single_needles[..] {
-            [] => {}
-            [a] => memchr::memchr_iter(a, text).for_each(&mut report),
-            [a, b] => memchr::memchr2_iter(a, b, text).for_each(&mut report),
-            [a, b, c] => memchr::memchr3_iter(a, b, c, text).for_each(&mut report),
-            _ => {
-                for (at, byte) in text.iter().enumerate() {
-                    if self.single_needles.contains(byte) {
-                        report(at);
-                    }
-                }
-            }
-        }
         // Multi-byte hits go out in order of their end: the rule engine merges each rule's
         // windows as hits arrive and would have to sort them otherwise. Two-byte keywords'
         // hits are few: collected, sorted, and merged into the anchors' ordered stream.
         let mut pairs = Vec::new();
-        for &([first, second], id) in &self.pairs {
-            // Look for the rarer byte: punctuation rather than a letter (`~` of `q~`).
-            let second_rarer = first.is_ascii_alphanumeric() && !second.is_ascii_alphanumeric();
-            let (probe, back) = if second_rarer {
-                (second, 1)
-            } else {
-                (first, 0)
-            };
-            let upper = probe.to_ascii_uppercase();
-            let probes: Box<dyn Iterator<Item = usize>> = if upper == probe {
-                Box::new(memchr::memchr_iter(probe, text))
-            } else {
-                Box::new(memchr::memchr2_iter(probe, upper, text))
-            };
-            for at in probes {
+        let mut at_needle = |at: usize| {
+            let byte = text[at];
+            for &(single, id) in &self.single {
+                if byte.eq_ignore_ascii_case(&single) {
+                    found(id, at, at + 1);
+                }
+            }
+            for &(pair, id) in &self.pairs {
+                let (probe, back) = probe(pair);
+                if !byte.eq_ignore_ascii_case(&probe) {
+                    continue;
+                }
                 let Some(start) = at.checked_sub(back) else {
                     continue;
                 };
                 if text
                     .get(start..start + 2)
-                    .is_some_and(|pair| pair.eq_ignore_ascii_case(&[first, second]))
+                    .is_some_and(|found| found.eq_ignore_ascii_case(&pair))
                 {
                     pairs.push((start + 2, start, id));
+                }
+            }
+        };
+        // One pass for every single-byte keyword and every pair's probe while memchr can
+        // take their bytes at once (the shipped rules look for `@`, `+` and `~`).
+        match self.needles[..] {
+            [] => {}
+            [a] => memchr::memchr_iter(a, text).for_each(&mut at_needle),
+            [a, b] => memchr::memchr2_iter(a, b, text).for_each(&mut at_needle),
+            [a, b, c] => memchr::memchr3_iter(a, b, c, text).for_each(&mut at_needle),
+            _ => {
+                let mut wanted = [false; 256];
+                for &byte in &self.needles {
+                    wanted[usize::from(byte)] = true;
+                }
+                for (at, &byte) in text.iter().enumerate() {
+                    if wanted[usize::from(byte)] {
+                        at_needle(at);
+                    }
                 }
             }
         }
@@ -239,6 +236,16 @@ impl Prefilter {
         for (end, start, id) in pairs {
             found(id, start, end);
         }
+    }
+}
+
+/// The byte of a two-byte keyword to look for, and its offset in the keyword: the rarer of the
+/// two, punctuation rather than a letter (`~` of `q~`).
+fn probe([first, second]: [u8; 2]) -> (u8, usize) {
+    if first.is_ascii_alphanumeric() && !second.is_ascii_alphanumeric() {
+        (second, 1)
+    } else {
+        (first, 0)
     }
 }
 
