@@ -401,7 +401,7 @@ impl Scanner {
                         && (after_letter || !gate.after_letter)
                         && gate
                             .separator
-                            .is_none_or(|sep| memchr::memchr(sep, &text[start..end]).is_some())
+                            .is_none_or(|sep| text[start..end].contains(&sep))
                     {
                         hit(gate.rule, start, end, &mut whole);
                     }
@@ -765,7 +765,7 @@ fn follows_letter(text: &[u8], at: usize) -> bool {
     }
 }
 
-/// A byte a digit gate allows between two digits ([`classify::digits`] marks the same).
+/// A byte a digit gate allows between two digits ([`classify::each_digits`] marks the same).
 const fn is_digit_separator(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.')
 }
@@ -778,60 +778,112 @@ const fn is_digit_separator(b: u8) -> bool {
 /// joined bytes (plus at most one trailing separator) that starts with its first digit, so a
 /// run with `min` digits starts a window of at least `min` joined bytes
 /// ([`classify::run_starts`]). Most blocks of text have none, and cost a few instructions.
+/// A run is measured from the masks too (its end from the joined bits, its digits by a
+/// popcount), so a table of numbers costs a few instructions per number, not a few per byte;
+/// only a run longer than the two blocks in view is read byte by byte.
 fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize)) {
-    let n = text.len();
     let min = min.max(1);
-    let digit = |i: usize| text[i].is_ascii_digit();
     let joined =
         |(digits, separators): (u64, u64), carry: u64| digits | separators & (digits << 1 | carry);
-    let mut masks = classify::masks(text, classify::digits).peekable();
     // The previous block's last byte, as bit 0: whether it was a digit.
     let mut carry = 0;
-    let mut base = 0;
     // Everything before `floor` belongs to a run already reported.
     let mut floor = 0;
-    while let Some(mask) = masks.next() {
+    classify::each_digits(text, |base, mask, next_mask| {
         let this = joined(mask, carry);
         carry = mask.0 >> 63;
         if this == 0 {
             // No run starts here (most blocks of prose, many of code).
-            base += classify::BLOCK;
-            continue;
+            return;
         }
-        let next = masks.peek().map_or(0, |&next| joined(next, carry));
-        let mut starts = classify::run_starts(u128::from(this) | u128::from(next) << 64, min);
+        // This block and the next as one 128-bit view: joined bytes and digits.
+        let view = View {
+            base,
+            joined: u128::from(this) | u128::from(joined(next_mask, carry)) << 64,
+            digits: u128::from(mask.0) | u128::from(next_mask.0) << 64,
+        };
+        // Starts inside a run already reported are dropped at once.
+        let starts = classify::starts_from(classify::run_starts(view.joined, min), base, floor);
+        if starts != 0 {
+            floor = view.runs(text, starts, floor, min, &mut found);
+        }
+    });
+}
+
+/// A block of text and the next one as digit-gate bitmasks (see [`digit_runs`]).
+struct View {
+    /// The offset of the block's first byte.
+    base: usize,
+    /// Bytes that are digits or separators right after a digit.
+    joined: u128,
+    digits: u128,
+}
+
+impl View {
+    /// Reports the runs at `starts` (the block's bits where a long enough run of joined bytes
+    /// starts) that have at least `min` digits, and returns the end of the last run read.
+    /// Apart from the walk's loop: most blocks have no start, and skip this at once.
+    #[inline(never)]
+    fn runs(
+        &self,
+        text: &[u8],
+        mut starts: u64,
+        mut floor: usize,
+        min: usize,
+        found: &mut impl FnMut(usize, usize, usize),
+    ) -> usize {
+        let View {
+            base,
+            joined,
+            digits,
+        } = *self;
         loop {
-            // Starts inside a run already reported are dropped at once.
             starts = classify::starts_from(starts, base, floor);
             if starts == 0 {
-                break;
+                return floor;
             }
-            let start = base + starts.trailing_zeros() as usize;
+            let first = starts.trailing_zeros();
             starts &= starts - 1;
+            let start = base + first as usize;
             // A lone trailing separator (when `min` is 1).
-            if !digit(start) {
+            if digits >> first & 1 == 0 {
                 continue;
             }
-            let mut end = start + 1;
-            loop {
-                if end < n && digit(end) {
-                    end += 1;
-                } else if end + 1 < n && is_digit_separator(text[end]) && digit(end + 1) {
-                    end += 2;
-                } else {
-                    break;
+            let (end, count) = match (!(joined >> first)).trailing_zeros() {
+                // The run goes on past the view: read it byte by byte.
+                length if first + length >= 128 => run_at(text, start),
+                length => {
+                    // Without a trailing separator: the last joined byte that is a digit.
+                    let last =
+                        127 - (digits & (u128::MAX >> (128 - first - length))).leading_zeros();
+                    let run = (u128::MAX >> (127 - last)) & (u128::MAX << first);
+                    (base + last as usize + 1, (digits & run).count_ones() as usize)
                 }
-            }
-            let digits = text[start..end]
-                .iter()
-                .filter(|b| b.is_ascii_digit())
-                .count();
-            if digits >= min {
-                found(start, end, digits);
+            };
+            if count >= min {
+                found(start, end, count);
             }
             floor = end;
         }
-        base += classify::BLOCK;
+    }
+}
+
+/// The end and digit count of the run of digits joined by single separators that starts at
+/// `start` (a digit), read byte by byte.
+fn run_at(text: &[u8], start: usize) -> (usize, usize) {
+    let digit = |i: usize| text.get(i).is_some_and(u8::is_ascii_digit);
+    let mut end = start + 1;
+    let mut count = 1;
+    loop {
+        if digit(end) {
+            end += 1;
+            count += 1;
+        } else if text.get(end).copied().is_some_and(is_digit_separator) && digit(end + 1) {
+            end += 2;
+            count += 1;
+        } else {
+            return (end, count);
+        }
     }
 }
 
@@ -979,12 +1031,9 @@ match = ["ref AB 123456"]
             }
         }
         for b in 0..=255u8 {
-            let block = [b; classify::BLOCK];
-            assert_eq!(
-                classify::digits(&block).1 != 0,
-                is_digit_separator(b),
-                "{b:#x}"
-            );
+            let mut separators = 0;
+            classify::each_digits(&[b; classify::BLOCK], |_, (_, s), _| separators |= s);
+            assert_eq!(separators != 0, is_digit_separator(b), "{b:#x}");
         }
     }
 
@@ -1220,3 +1269,5 @@ match = ["ref AB 123456"]
         assert_eq!(&text[clip_to_lines(text, 6..14, 8, 11, 0)], b"o key th");
     }
 }
+
+

@@ -11,7 +11,7 @@
 //!
 //! Nothing here may panic on any input: invalid UTF-8 passes through byte for byte.
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -214,9 +214,9 @@ fn is_b64(b: u8) -> bool {
 pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
     let mut blobs = Vec::new();
     let n = input.len();
-    for Range { start, end } in base64_runs(input) {
+    base64_runs(input, |Range { start, end }| {
         if *budget == 0 {
-            break;
+            return ControlFlow::Break(());
         }
         let run = &input[start..end];
         let mut padded = end;
@@ -238,36 +238,47 @@ pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
                 decoded,
             });
         }
-    }
+        ControlFlow::Continue(())
+    });
     find_percent_runs(input, budget, &mut blobs);
     blobs
 }
 
-/// Every maximal run of at least `MIN_BASE64` base64 bytes, in order.
+/// Calls `found` with every maximal run of at least `MIN_BASE64` base64 bytes, in order,
+/// until it breaks.
 ///
 /// Found 64 bytes at a time from byte-class bitmasks ([`classify`]): in ordinary text a block
 /// holds no such run and costs a few instructions.
-fn base64_runs(input: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
-    let mut masks = classify::masks(input, classify::base64).peekable();
-    let mut block = 0;
-    let mut base = 0;
-    let mut starts = 0u64;
+fn base64_runs(input: &[u8], mut found: impl FnMut(Range<usize>) -> ControlFlow<()>) {
     // Everything before `floor` belongs to a run already reported.
     let mut floor = 0usize;
-    std::iter::from_fn(move || loop {
-        while starts == 0 {
-            let mask = masks.next()?;
-            let next = masks.peek().copied().unwrap_or(0);
-            base = block * classify::BLOCK;
-            block += 1;
-            starts = classify::run_starts(u128::from(mask) | u128::from(next) << 64, MIN_BASE64);
-        }
+    classify::each_base64(input, |base, mask, next| {
+        let starts = classify::run_starts(u128::from(mask) | u128::from(next) << 64, MIN_BASE64);
         // Starts inside a run already reported are dropped all at once (a megabyte image is
-        // one run: one start per byte of it). Past `floor`, a run's first start is where it
-        // begins, since its earlier bytes would have started it.
-        starts = classify::starts_from(starts, base, floor);
+        // one run: one start per byte of it).
+        match classify::starts_from(starts, base, floor) {
+            // Most blocks: no run starts here.
+            0 => ControlFlow::Continue(()),
+            starts => runs_from(input, base, starts, &mut floor, &mut found),
+        }
+    });
+}
+
+/// Reports the runs at `starts` (bits of the block at `base`), moving `floor` past each.
+/// Past `floor`, a run's first start is where it begins, since its earlier bytes would have
+/// started it.
+#[inline(never)]
+fn runs_from(
+    input: &[u8],
+    base: usize,
+    mut starts: u64,
+    floor: &mut usize,
+    found: &mut impl FnMut(Range<usize>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    loop {
+        starts = classify::starts_from(starts, base, *floor);
         if starts == 0 {
-            continue;
+            return ControlFlow::Continue(());
         }
         let start = base + starts.trailing_zeros() as usize;
         starts &= starts - 1;
@@ -275,9 +286,9 @@ fn base64_runs(input: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
         while end < input.len() && is_b64(input[end]) {
             end += 1;
         }
-        floor = end;
-        return Some(start..end);
-    })
+        *floor = end;
+        found(start..end)?;
+    }
 }
 
 /// Base64 that decodes to text. Tries a short head first so that a large image or archive is
@@ -398,7 +409,11 @@ mod tests {
                 }
                 at = end + 1;
             }
-            let runs: Vec<_> = base64_runs(&text).collect();
+            let mut runs = Vec::new();
+            base64_runs(&text, |run| {
+                runs.push(run);
+                ControlFlow::Continue(())
+            });
             assert_eq!(runs, naive, "{:?}", String::from_utf8_lossy(&text));
         }
     }
