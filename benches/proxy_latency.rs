@@ -25,6 +25,7 @@
 //! | `BENCH_PERF_OUT` | record a perf profile of the proxy during `latency` into this file | unset |
 //! | `BENCH_PERF_CALLGRAPH` | perf's `--call-graph` mode (`dwarf` shows who calls `memmove`) | `fp` |
 //! | `BENCH_BODIES` | latency body sizes in KB, comma-separated (`200`: the issue 6 goal's cell only) | `1,200` |
+//! | `BENCH_FRESH` | `1`: every request carries text never sent before, so the proxy scans all of it (a conversation's first turn) instead of finding its history already scanned | unset |
 //! | `EGRESS_GUARD_BIN_B` | `latency` only: a second proxy build, its requests interleaved with the first's (A/B); perf, if asked, records this one | unset |
 //!
 //! The bench prints markdown tables to stdout and progress to stderr.
@@ -346,6 +347,23 @@ fn base_url_client(proxy: &Proxy, proto: Proto) -> Result<(Client, String)> {
     Ok((b.build()?, url))
 }
 
+/// Marks `body` (from [`messages_body`]) as request number `n`: the filler's first words become
+/// letters that spell `n`, so no two requests share their history and the proxy's cache of
+/// clean message groups never hits. Letters, not digits: digit runs would wake the digit gate.
+fn fresh_body(body: &Bytes, n: usize) -> Bytes {
+    let mut bytes = body.to_vec();
+    let Some(at) = bytes.windows(4).position(|w| w == b"\"The") else {
+        return Bytes::from(bytes);
+    };
+    let at = at + 1;
+    let mut n = n;
+    for byte in bytes.iter_mut().skip(at).take(12) {
+        *byte = b'a' + (n % 26) as u8;
+        n /= 26;
+    }
+    Bytes::from(bytes)
+}
+
 /// A clean Anthropic Messages request of about `size` bytes. The filler sits in an earlier turn
 /// and the last user turn is short, so the fake's reply (which echoes the last turn) stays small
 /// and the figure is about the request path. The text is plain prose: nothing for a detector.
@@ -463,6 +481,8 @@ impl Drop for PerfRecording {
 async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
     let per_path = env_num("BENCH_REQUESTS", 2000) as usize;
     let cap = Duration::from_secs(env_num("BENCH_CELL_SECS", 60));
+    let fresh = std::env::var("BENCH_FRESH").is_ok_and(|v| v == "1");
+    let mut sent = 0usize;
     let bodies_kb: Vec<usize> = std::env::var("BENCH_BODIES")
         .unwrap_or_else(|_| "1,200".into())
         .split(',')
@@ -485,8 +505,13 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
     let mut cpu_notes: Vec<String> = Vec::new();
     println!("\n### Pass-through latency (one request in flight, keep-alive)\n");
     println!(
-        "{per_path} requests per path per cell (cap {} s); POST /v1/messages, clean prose, small reply.\n",
-        cap.as_secs()
+        "{per_path} requests per path per cell (cap {} s); POST /v1/messages, clean prose, small reply{}.\n",
+        cap.as_secs(),
+        if fresh {
+            "; every request's text new (BENCH_FRESH=1: nothing cached, all of it scanned)"
+        } else {
+            "; the same request each time (its history found already scanned, as for an agent's later turns)"
+        }
     );
     if proxies.len() > 1 {
         println!(
@@ -538,6 +563,12 @@ async fn latency_phase(up: &FakeUpstream, bin: Option<&Path>) -> Result<()> {
                 let k = working.len();
                 for j in 0..k {
                     let (_, c, u, s) = &mut working[(round + j) % k];
+                    let body = if fresh {
+                        sent += 1;
+                        fresh_body(&body, sent)
+                    } else {
+                        body.clone()
+                    };
                     s.0.push(timed_post(c, u, &body, proto).await?);
                 }
             }
