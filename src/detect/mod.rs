@@ -99,6 +99,12 @@ const MAX_DECODED: usize = 8 << 20;
 /// Rules whose longest match is longer than this search the whole input instead of windows.
 const MAX_WINDOW: usize = 4096;
 
+/// A rule searched from its keyword looks for its companion literal ([`rules::Companion`])
+/// first when it has at least this many keyword hits, no further apart on average than
+/// `COMPANION_SPAN_PER_START` bytes.
+const COMPANION_MIN_STARTS: usize = 8;
+const COMPANION_SPAN_PER_START: usize = 256;
+
 /// Windows are clipped to the lines a match can span only when it spans this few: finding more
 /// line breaks costs more than it saves (a window of a few hundred bytes holds a dozen lines).
 const MAX_CLIP_LINES: usize = 2;
@@ -347,6 +353,8 @@ impl Scanner {
         // Keyword starts per rule, for rules searched from each hit (`Rule::searched_from_keyword`).
         let mut starts: Vec<Vec<usize>> = vec![Vec::new(); self.rules.len()];
         let len = text.len();
+        let too_many_starts =
+            |starts: usize, max_match: usize| starts.saturating_mul(max_match) > 2 * len;
         let mut hit = |rule: usize, start: usize, end: usize, whole: &mut [bool]| {
             if whole[rule] {
                 return;
@@ -365,7 +373,8 @@ impl Scanner {
                 // input, one search of the whole input costs less and finds the same matches
                 // (every match starts at a keyword). Bounds the work and the list whatever
                 // the text (`/ABSK` repeated would otherwise cost 4 KB of search per 23 bytes).
-                if list.len().saturating_mul(shape.max_match) > 2 * len {
+                // A rule with a companion decides once its starts are thinned out by it.
+                if shape.companion.is_none() && too_many_starts(list.len(), shape.max_match) {
                     whole[rule] = true;
                     *list = Vec::new();
                 }
@@ -450,6 +459,23 @@ impl Scanner {
             // their end, so keywords of different lengths can swap.
             list.sort_unstable();
             list.dedup();
+            let Some(shape) = self.rules[rule].shape() else {
+                continue;
+            };
+            if let Some(companion) = &shape.companion {
+                // Worth one search for the companion where the starts are dense: it reads
+                // the text they span once, where each start costs the lazy DFA tens of bytes.
+                let span = list[list.len() - 1] - list[0];
+                if list.len() >= COMPANION_MIN_STARTS
+                    && span <= list.len() * COMPANION_SPAN_PER_START
+                {
+                    companion.retain_near(text, list);
+                }
+                if too_many_starts(list.len(), shape.max_match) {
+                    whole[rule] = true;
+                    continue;
+                }
+            }
             self.run_rule_from(rule, text, list, out);
         }
         for (i, _) in whole.iter().enumerate().filter(|(_, &on)| on) {
@@ -857,7 +883,10 @@ impl View {
                     let last =
                         127 - (digits & (u128::MAX >> (128 - first - length))).leading_zeros();
                     let run = (u128::MAX >> (127 - last)) & (u128::MAX << first);
-                    (base + last as usize + 1, (digits & run).count_ones() as usize)
+                    (
+                        base + last as usize + 1,
+                        (digits & run).count_ones() as usize,
+                    )
                 }
             };
             if count >= min {
@@ -1215,6 +1244,17 @@ match = ["ref AB 123456"]
         assert!(from(r"\b(pat[A-Za-z0-9]{14}\.[a-f0-9]{64})\b", &["pat"]));
         assert!(from(r"(?:ghp|gho)_[A-Za-z0-9]{36}", &["ghp_", "gho_"]));
         assert!(from(r"(?i:sk-ant-)(\w{8})", &["sk-ant-"]));
+        // A case-insensitive provider name is too many literals to list; read from the
+        // pattern's first items.
+        assert!(from(
+            r"\b(?i:together)[^\n]{0,40}?(?i:key)=(\w{8})",
+            &["together"]
+        ));
+        assert!(!from(
+            r"(?i:together)[^\n]{0,40}?(?i:key)=(\w{8})",
+            &["gether"]
+        ));
+        assert!(!from(r"(?i:togeth)[a-z](?i:r)", &["together"]));
         // A keyword inside the match, not at its start.
         assert!(!from(r"(?:^|[^a-z])pass\w*=(\S+)", &["pass"]));
         assert!(!from(r"x?pat\w{4}", &["pat"]));
@@ -1231,6 +1271,61 @@ match = ["ref AB 123456"]
             anchored > 50 && anchored < scanner.rules().len() - 20,
             "{anchored}"
         );
+    }
+
+    #[test]
+    fn keywords_dense_in_prose_find_every_match_near_their_companion() {
+        // A provider's name is often an ordinary word (`together`, `sanity`, `voyage`), which
+        // prose holds every sentence; such rules first drop the keyword hits with no
+        // companion literal (`key`, `token`) in reach. They must still find what a search of
+        // the whole input finds: each rule's own cases amid its keyword, dense.
+        let scanner = Scanner::builtin().expect("shipped rules load");
+        let mut rules_checked = 0;
+        for rule in scanner.rules.iter().filter(|rule| {
+            rule.searched_from_keyword() && rule.shape().is_some_and(|s| s.companion.is_some())
+        }) {
+            let keyword = &rule.spec.keywords[0];
+            let sentence = format!("We worked {keyword} on the plan, then shipped. ");
+            for case in rule
+                .spec
+                .tests
+                .matches
+                .iter()
+                .chain(&rule.spec.tests.no_match)
+            {
+                let text = format!(
+                    "{}{case}\n{}{case} {}",
+                    sentence.repeat(20),
+                    sentence.repeat(3),
+                    sentence.repeat(20)
+                );
+                let found = scan_text_found(&scanner, text.as_bytes());
+                assert_eq!(found, scan_text_whole(&scanner, text.as_bytes()), "{case}");
+            }
+            rules_checked += 1;
+        }
+        assert!(rules_checked >= 30, "{rules_checked}");
+        // The companion at the very edge of its reach (40 bytes between name and `key`).
+        let hex = "7f53728b949f9ed2bdf7c73c09253d07be93e06d39745f951ab9b02e28b055d6";
+        for gap in [0, 39, 40, 41] {
+            let text = format!(
+                "{}TOGETHER{}KEY={hex} {}",
+                "together we go. ".repeat(30),
+                "_".repeat(gap),
+                "together again. ".repeat(30)
+            );
+            let found = scan_text_found(&scanner, text.as_bytes());
+            assert_eq!(
+                found,
+                scan_text_whole(&scanner, text.as_bytes()),
+                "gap {gap}"
+            );
+            let together = found
+                .iter()
+                .filter(|f| &*f.0 == "secret.together_legacy_api_key")
+                .count();
+            assert_eq!(together, usize::from(gap <= 40), "gap {gap}");
+        }
     }
 
     #[test]
@@ -1269,5 +1364,3 @@ match = ["ref AB 123456"]
         assert_eq!(&text[clip_to_lines(text, 6..14, 8, 11, 0)], b"o key th");
     }
 }
-
-

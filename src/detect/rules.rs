@@ -259,6 +259,105 @@ pub struct Shape {
     /// Whether every match begins with one of the rule's keywords (`\b(ghp_[A-Za-z0-9]{36})`).
     /// See [`Rule::searched_from_keyword`].
     pub starts_with_keyword: bool,
+    /// A literal every match holds a bounded distance after its start, if the pattern has one
+    /// (see [`Companion`]).
+    pub companion: Option<Companion>,
+}
+
+/// Literals one of which every match of a pattern holds, starting between `min` and `max`
+/// bytes after the match's start: `key` or `token` in
+/// `(?i:together)[^\r\n]{0,40}?(?i:key|token)...`.
+///
+/// A rule searched from its keyword tries the regex at every keyword hit. When the keyword is
+/// an ordinary word (`together`, `elastic`, `sanity`: a provider's name beside its key), prose
+/// holds it every few sentences, and each try costs the lazy DFA the bytes up to where the
+/// pattern gives up. One search for the companion over the text drops every hit that has none
+/// in reach, which is nearly all of them.
+pub struct Companion {
+    /// Every companion literal, ASCII case ignored.
+    pub finder: aho_corasick::AhoCorasick,
+    pub min: usize,
+    pub max: usize,
+}
+
+impl Companion {
+    /// The first point of `hir`'s top-level sequence, `skip` bytes or more in (past the
+    /// keyword: a literal inside it is always there), from which every match goes on with one
+    /// of a few literals of three bytes or more; with the least and most bytes what precedes
+    /// that point can take.
+    fn read(hir: &Hir, skip: usize) -> Option<Companion> {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        use regex_syntax::hir::HirKind;
+        /// Past this, the span a companion is looked for in covers too much to drop hits.
+        const MAX_GAP: usize = 512;
+        const MAX_LITERALS: usize = 16;
+        let HirKind::Concat(items) = hir.kind() else {
+            return None;
+        };
+        let (mut min, mut max) = (0usize, 0usize);
+        for (at, item) in items.iter().enumerate() {
+            if min >= skip.max(1) {
+                // The rest of the sequence, not the item alone: `(?i:key)` is three items,
+                // one class per letter.
+                let rest = Hir::concat(items[at..].to_vec());
+                let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(&rest);
+                if let Some(literals) = prefixes.literals() {
+                    let mut folded: Vec<Vec<u8>> = literals
+                        .iter()
+                        .map(|literal| literal.as_bytes().to_ascii_lowercase())
+                        .collect();
+                    folded.sort_unstable();
+                    folded.dedup();
+                    if !folded.is_empty()
+                        && folded.len() <= MAX_LITERALS
+                        && folded.iter().all(|literal| literal.len() >= 3)
+                    {
+                        let finder = aho_corasick::AhoCorasick::builder()
+                            .ascii_case_insensitive(true)
+                            .build(&folded)
+                            .ok()?;
+                        return Some(Companion { finder, min, max });
+                    }
+                }
+            }
+            let properties = item.properties();
+            min = min.saturating_add(properties.minimum_len()?);
+            max = max.checked_add(properties.maximum_len()?)?;
+            if max > MAX_GAP {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Keeps the `starts` (sorted) that have a companion literal starting `min..=max` bytes
+    /// after them in `text`.
+    pub fn retain_near(&self, text: &[u8], starts: &mut Vec<usize>) {
+        let (Some(&first), Some(&last)) = (starts.first(), starts.last()) else {
+            return;
+        };
+        let from = first.saturating_add(self.min).min(text.len());
+        let to = last
+            .saturating_add(self.max)
+            .saturating_add(self.finder.max_pattern_len());
+        let input = aho_corasick::Input::new(text).span(from..to.min(text.len()));
+        // Every occurrence, overlapping ones included, sorted by start.
+        let mut found: Vec<usize> = self
+            .finder
+            .find_overlapping_iter(input)
+            .map(|m| m.start())
+            .collect();
+        found.sort_unstable();
+        let mut next = 0;
+        starts.retain(|&start| {
+            // The first companion at or after `start + min`; the starts are in order, so the
+            // search moves forward only.
+            while found.get(next).is_some_and(|&at| at < start + self.min) {
+                next += 1;
+            }
+            found.get(next).is_some_and(|&at| at <= start + self.max)
+        });
+    }
 }
 
 impl Shape {
@@ -278,6 +377,10 @@ impl Shape {
             line_span: interior_newlines(&hir, true, true),
             group,
             starts_with_keyword: starts_with_keyword(&hir, &spec.keywords),
+            companion: Companion::read(
+                &hir,
+                spec.keywords.iter().map(String::len).min().unwrap_or(0),
+            ),
             hir,
         })
     }
@@ -415,19 +518,61 @@ fn invalid(origin: &Origin, rule: &str, msg: String) -> RuleError {
 pub(crate) fn starts_with_keyword(hir: &Hir, keywords: &[String]) -> bool {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let prefixes = Extractor::new().kind(ExtractKind::Prefix).extract(hir);
-    let Some(literals) = prefixes.literals() else {
-        return false;
-    };
-    !literals.is_empty()
-        && literals.iter().all(|literal| {
-            keywords.iter().any(|keyword| {
-                !keyword.is_empty()
-                    && literal
-                        .as_bytes()
-                        .get(..keyword.len())
-                        .is_some_and(|head| head.eq_ignore_ascii_case(keyword.as_bytes()))
+    let listed = prefixes.literals().is_some_and(|literals| {
+        !literals.is_empty()
+            && literals.iter().all(|literal| {
+                keywords
+                    .iter()
+                    .any(|keyword| starts_with_folded(literal.as_bytes(), keyword))
             })
-        })
+    });
+    // A case-insensitive provider name is too many literals to list (`(?i:together)` alone
+    // is 256: the extractor cuts them short or gives up), so it is read from the pattern's
+    // first items instead.
+    listed
+        || spelled_keyword(hir)
+            .is_some_and(|spelled| keywords.iter().any(|k| starts_with_folded(&spelled, k)))
+}
+
+/// Whether `bytes` begins with the non-empty `keyword`, ASCII case ignored.
+fn starts_with_folded(bytes: &[u8], keyword: &str) -> bool {
+    !keyword.is_empty()
+        && bytes
+            .get(..keyword.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(keyword.as_bytes()))
+}
+
+/// The bytes every match of `hir` begins with, lower-cased, read from the first items of its
+/// top-level sequence while each is a literal or a class of one byte in either ASCII case
+/// (`(?i:together)` is eight such classes); look-arounds before them take no bytes.
+fn spelled_keyword(hir: &Hir) -> Option<Vec<u8>> {
+    use regex_syntax::hir::{Class, HirKind};
+    let HirKind::Concat(items) = hir.kind() else {
+        return None;
+    };
+    let mut spelled = Vec::new();
+    for item in items {
+        match item.kind() {
+            HirKind::Look(_) if spelled.is_empty() => {}
+            HirKind::Literal(literal) => spelled.extend(literal.0.to_ascii_lowercase()),
+            HirKind::Class(Class::Bytes(class)) => {
+                let mut members = class
+                    .ranges()
+                    .iter()
+                    .flat_map(|range| range.start()..=range.end())
+                    .map(|b| b.to_ascii_lowercase());
+                let Some(first) = members.next() else {
+                    break;
+                };
+                if class.ranges().len() > 2 || !members.all(|b| b == first) {
+                    break;
+                }
+                spelled.push(first);
+            }
+            _ => break,
+        }
+    }
+    (!spelled.is_empty()).then_some(spelled)
 }
 
 /// What an unbounded repetition counts for in [`Rule::max_match`]: more than any realistic
@@ -697,6 +842,46 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_companion_is_a_literal_every_match_holds_at_a_bounded_distance() {
+        let companion = |pattern: &str, skip: usize| {
+            Companion::read(&parse_pattern(pattern).expect("pattern parses"), skip)
+                .map(|c| (c.min, c.max, c.finder.patterns_len()))
+        };
+        // `together`, up to 40 bytes, then `key` or `token` (either case).
+        assert_eq!(
+            companion(
+                r"(?i:together)[^\r\n]{0,40}?(?i:key|token)\s*=\s*(\w{32})",
+                8
+            ),
+            Some((8, 48, 2))
+        );
+        assert_eq!(companion(r"heroku.{2,5}api_key=(\w+)", 6), Some((8, 11, 1)));
+        // Nothing literal after the keyword; a gap without bound; a literal too short.
+        assert_eq!(companion(r"\b(ghp_[A-Za-z0-9]{36})", 4), None);
+        assert_eq!(companion(r"together.*key=(\w+)", 8), None);
+        assert_eq!(companion(r"together.{0,9}(?:i|p)=(\w+)", 8), None);
+    }
+
+    #[test]
+    fn hits_are_kept_only_with_a_companion_in_reach() {
+        let companion = Companion::read(
+            &parse_pattern(r"(?i:abc)[^\n]{2,4}(?i:key)=\w+").expect("pattern parses"),
+            3,
+        )
+        .expect("has a companion");
+        assert_eq!((companion.min, companion.max), (5, 7));
+        // Starts 0, 10, 21, 34; `key=` at 5, 16, 29, 40: 29 is 8 bytes after 21, and `KEY`
+        // (no `=`) is not the companion, but what `[^\n]{2,4}` can take before one.
+        let text = b"abc__KEY= abc___key= abc_____key= abcKEYkey=";
+        let mut starts = vec![0, 10, 21, 34];
+        companion.retain_near(text, &mut starts);
+        assert_eq!(starts, [0, 10, 34]);
+        let mut none: Vec<usize> = Vec::new();
+        companion.retain_near(text, &mut none);
+        assert!(none.is_empty());
+    }
 
     /// The built-in packs' patterns are read on first use, trusting this test to have checked
     /// them the way a pack from disk is checked at load time.
