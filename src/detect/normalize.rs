@@ -64,18 +64,17 @@ impl Folded {
     /// The folded input, or `None` when folding would not change it (all ASCII, or only
     /// characters that are already in their folded form: the common case for non-English text).
     pub fn new(input: &[u8]) -> Option<Self> {
-        if !NonAscii::new(input).any(|(_, c, _)| c.is_some_and(folds)) {
-            return None;
-        }
+        // One pass: nothing is allocated until the first character that folds.
+        let mut chars = NonAscii::new(input)
+            .filter_map(|(at, c, len)| c.filter(|&c| folds(c)).map(|c| (at, c, len)))
+            .peekable();
+        chars.peek()?;
         let mut folded = Folded {
             text: Vec::with_capacity(input.len()),
             pieces: Vec::new(),
         };
         let mut verbatim_from = 0;
-        for (at, c, len) in NonAscii::new(input) {
-            let Some(c) = c.filter(|&c| folds(c)) else {
-                continue;
-            };
+        for (at, c, len) in chars {
             folded.verbatim(&input[verbatim_from..at], verbatim_from);
             verbatim_from = at + len;
             if is_invisible(c) {
