@@ -373,8 +373,11 @@ impl Scanner {
                 // input, one search of the whole input costs less and finds the same matches
                 // (every match starts at a keyword). Bounds the work and the list whatever
                 // the text (`/ABSK` repeated would otherwise cost 4 KB of search per 23 bytes).
-                // A rule with a companion decides once its starts are thinned out by it.
-                if shape.companion.is_none() && too_many_starts(list.len(), shape.max_match) {
+                // A rule with a companion decides once its starts are thinned out by it,
+                // unless they grow past one per eight bytes (`ibm` repeated): the list stays
+                // smaller than the input whatever the text.
+                let thinned_later = shape.companion.is_some() && list.len() <= len / 8;
+                if !thinned_later && too_many_starts(list.len(), shape.max_match) {
                     whole[rule] = true;
                     *list = Vec::new();
                 }
@@ -848,7 +851,8 @@ struct View {
 impl View {
     /// Reports the runs at `starts` (the block's bits where a long enough run of joined bytes
     /// starts) that have at least `min` digits, and returns the end of the last run read.
-    /// Apart from the walk's loop: most blocks have no start, and skip this at once.
+    /// Out of line, so the block loop stays small: most blocks have no start and never come
+    /// here.
     #[inline(never)]
     fn runs(
         &self,
@@ -1333,7 +1337,7 @@ match = ["ref AB 123456"]
         // Each `/ABSK...` starts a search that may read 4 KB (the body class takes the next
         // copies in); past twice the input's worth, the rule is searched whole instead, and
         // finds what searching from every keyword finds. Also one long token made of
-        // keywords, and a real token among look-alikes.
+        // keywords, a real token among look-alikes, and a real key amid its keyword.
         let scanner = Scanner::builtin().expect("shipped rules load");
         let token = format!("ABSKQmVkcm9ja0FQSUtleS{}", "Zk3q9Lx2".repeat(8));
         for text in [
@@ -1343,6 +1347,13 @@ match = ["ref AB 123456"]
                 "{} key={token} {}",
                 " pat-x".repeat(5000),
                 "/path".repeat(5000)
+            ),
+            // A keyword with a companion, one every eight bytes: searched whole as well.
+            format!(
+                "{}TOGETHER_API_KEY={} {}",
+                "together".repeat(3000),
+                "7f53728b949f9ed2bdf7c73c09253d07be93e06d39745f951ab9b02e28b055d6",
+                "together".repeat(3000)
             ),
         ] {
             let windowed = scan_text_found(&scanner, text.as_bytes());
