@@ -33,9 +33,13 @@ pub fn each_digits(text: &[u8], mut visit: impl FnMut(usize, (u64, u64), (u64, u
     each_block(text, digits_portable, &mut visit);
 }
 
-/// Like [`each_digits`], with the mask of base64 and hex bytes, URL-safe alphabet included
-/// (`A-Z a-z 0-9 + / - _`); `visit` may stop the walk.
-pub fn each_base64(text: &[u8], mut visit: impl FnMut(usize, u64, u64) -> ControlFlow<()>) {
+/// Like [`each_digits`], with the masks of base64 and hex bytes, URL-safe alphabet included
+/// (`A-Z a-z 0-9 + / - _`), and of `%` (the blob sweep's other kind of run, found in the same
+/// pass rather than a second one over the text); `visit` may stop the walk.
+pub fn each_base64(
+    text: &[u8],
+    mut visit: impl FnMut(usize, (u64, u64), (u64, u64)) -> ControlFlow<()>,
+) {
     #[cfg(target_arch = "x86_64")]
     if simd::each_base64(text, &mut visit) {
         return;
@@ -138,17 +142,20 @@ pub fn starts_from(starts: u64, base: usize, floor: usize) -> u64 {
     }
 }
 
-/// The base64 class with `wide`'s 16-byte vectors, for CPUs without AVX2.
-fn base64_portable(block: &[u8; BLOCK]) -> u64 {
-    each_16(block, |x| {
-        let letter = in_range(x | u8x16::splat(0x20), b'a', b'z');
-        let digit = in_range(x, b'0', b'9');
-        let sign = x.simd_eq(u8x16::splat(b'+'))
-            | x.simd_eq(u8x16::splat(b'/'))
-            | x.simd_eq(u8x16::splat(b'-'))
-            | x.simd_eq(u8x16::splat(b'_'));
-        letter | digit | sign
-    })
+/// The base64 and `%` classes with `wide`'s 16-byte vectors, for CPUs without AVX2.
+fn base64_portable(block: &[u8; BLOCK]) -> (u64, u64) {
+    (
+        each_16(block, |x| {
+            let letter = in_range(x | u8x16::splat(0x20), b'a', b'z');
+            let digit = in_range(x, b'0', b'9');
+            let sign = x.simd_eq(u8x16::splat(b'+'))
+                | x.simd_eq(u8x16::splat(b'/'))
+                | x.simd_eq(u8x16::splat(b'-'))
+                | x.simd_eq(u8x16::splat(b'_'));
+            letter | digit | sign
+        }),
+        each_16(block, |x| x.simd_eq(u8x16::splat(b'%'))),
+    )
 }
 
 /// The digit classes with `wide`'s 16-byte vectors, for CPUs without AVX2.
@@ -242,7 +249,7 @@ mod simd {
     /// without AVX2.
     pub(super) fn each_base64(
         text: &[u8],
-        visit: &mut impl FnMut(usize, u64, u64) -> super::ControlFlow<()>,
+        visit: &mut impl FnMut(usize, (u64, u64), (u64, u64)) -> super::ControlFlow<()>,
     ) -> bool {
         if !is_x86_feature_detected!("avx2") {
             return false;
@@ -265,7 +272,7 @@ mod simd {
     #[target_feature(enable = "avx2")]
     unsafe fn each_base64_avx2(
         text: &[u8],
-        visit: &mut impl FnMut(usize, u64, u64) -> super::ControlFlow<()>,
+        visit: &mut impl FnMut(usize, (u64, u64), (u64, u64)) -> super::ControlFlow<()>,
     ) {
         // SAFETY: this function runs only where the CPU has AVX2.
         super::each_block(text, |block| unsafe { base64_avx2(block) }, visit);
@@ -294,7 +301,7 @@ mod simd {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    unsafe fn base64_avx2(block: &[u8; BLOCK]) -> u64 {
+    unsafe fn base64_avx2(block: &[u8; BLOCK]) -> (u64, u64) {
         let high_table = _mm256_broadcastsi128_si256(_mm_setr_epi8(
             HIGH[0], HIGH[1], HIGH[2], HIGH[3], HIGH[4], HIGH[5], HIGH[6], HIGH[7], HIGH[8],
             HIGH[9], HIGH[10], HIGH[11], HIGH[12], HIGH[13], HIGH[14], HIGH[15],
@@ -316,8 +323,9 @@ mod simd {
             // All-ones where the two share no bit: inverted below.
             _mm256_cmpeq_epi8(both, zero)
         };
+        let percent = |x: __m256i| _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b'%' as i8));
         let [a, b] = halves(block);
-        !bits([class(a), class(b)])
+        (!bits([class(a), class(b)]), bits([percent(a), percent(b)]))
     }
 
     /// # Safety
@@ -367,15 +375,15 @@ mod tests {
         // through the vector versions where the CPU has them and the portable ones.
         let bytes: Vec<u8> = (0..=255u8).cycle().take(BLOCK * 20 + 17).collect();
         fn go_on(
-            visit: &mut dyn FnMut(usize, u64, u64),
-        ) -> impl FnMut(usize, u64, u64) -> ControlFlow<()> + '_ {
+            visit: &mut dyn FnMut(usize, (u64, u64), (u64, u64)),
+        ) -> impl FnMut(usize, (u64, u64), (u64, u64)) -> ControlFlow<()> + '_ {
             move |base, this, next| {
                 visit(base, this, next);
                 ControlFlow::Continue(())
             }
         }
-        // (base64 masks, digit masks) per walk.
-        type Walk = (Vec<u64>, Vec<(u64, u64)>);
+        // (base64 and `%` masks, digit and separator masks) per walk.
+        type Walk = (Vec<(u64, u64)>, Vec<(u64, u64)>);
         let walks: [Walk; 2] = [
             (
                 collect(|visit| each_base64(&bytes, go_on(visit))),
@@ -392,12 +400,13 @@ mod tests {
             for (i, &b) in bytes.iter().enumerate() {
                 let bit = |mask: u64| mask >> (i % BLOCK) & 1 == 1;
                 let expect = b.is_ascii_alphanumeric() || b"+/-_".contains(&b);
-                assert_eq!(bit(b64[i / BLOCK]), expect, "byte {b:#x}");
+                assert_eq!(bit(b64[i / BLOCK].0), expect, "byte {b:#x}");
+                assert_eq!(bit(b64[i / BLOCK].1), b == b'%', "byte {b:#x}");
                 assert_eq!(bit(dig[i / BLOCK].0), b.is_ascii_digit(), "byte {b:#x}");
                 assert_eq!(bit(dig[i / BLOCK].1), b" -.".contains(&b), "byte {b:#x}");
             }
             // Padding is in no class.
-            assert_eq!(b64[20] >> 17, 0);
+            assert_eq!(b64[20].0 >> 17, 0);
             assert_eq!(dig[20].0 >> 17, 0);
         }
     }

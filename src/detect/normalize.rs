@@ -213,7 +213,8 @@ fn is_b64(b: u8) -> bool {
 pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
     let mut blobs = Vec::new();
     let n = input.len();
-    base64_runs(input, |Range { start, end }| {
+    let mut percents = Vec::new();
+    base64_runs(input, &mut percents, |Range { start, end }| {
         if *budget == 0 {
             return ControlFlow::Break(());
         }
@@ -239,19 +240,27 @@ pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
         }
         ControlFlow::Continue(())
     });
-    find_percent_runs(input, budget, &mut blobs);
+    find_percent_runs(input, percents, budget, &mut blobs);
     blobs
 }
 
 /// Calls `found` with every maximal run of at least `MIN_BASE64` base64 bytes, in order,
-/// until it breaks.
+/// until it breaks; meanwhile collects the offset of every `%` it passes into `percents`.
 ///
 /// Found 64 bytes at a time from byte-class bitmasks ([`classify`]): in ordinary text a block
 /// holds no such run and costs a few instructions.
-fn base64_runs(input: &[u8], mut found: impl FnMut(Range<usize>) -> ControlFlow<()>) {
+fn base64_runs(
+    input: &[u8],
+    percents: &mut Vec<usize>,
+    mut found: impl FnMut(Range<usize>) -> ControlFlow<()>,
+) {
     // Everything before `floor` belongs to a run already reported.
     let mut floor = 0usize;
-    classify::each_base64(input, |base, mask, next| {
+    classify::each_base64(input, |base, (mask, mut percent), (next, _)| {
+        while percent != 0 {
+            percents.push(base + percent.trailing_zeros() as usize);
+            percent &= percent - 1;
+        }
         let starts = classify::run_starts(u128::from(mask) | u128::from(next) << 64, MIN_BASE64);
         // Starts inside a run already reported are dropped all at once (a megabyte image is
         // one run: one start per byte of it).
@@ -326,12 +335,19 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 /// URL-percent runs (`a%3Db%26c...`) with at least [`MIN_ESCAPES`] escapes.
-fn find_percent_runs(input: &[u8], budget: &mut usize, blobs: &mut Vec<Blob>) {
+fn find_percent_runs(
+    input: &[u8],
+    percents: Vec<usize>,
+    budget: &mut usize,
+    blobs: &mut Vec<Blob>,
+) {
     let is_url_byte =
         |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`');
     let mut from = 0;
-    while let Some(pos) = memchr::memchr(b'%', &input[from..]) {
-        let pos = from + pos;
+    for pos in percents {
+        if pos < from {
+            continue;
+        }
         let mut start = pos;
         while start > 0 && is_url_byte(input[start - 1]) {
             start -= 1;
@@ -409,7 +425,7 @@ mod tests {
                 at = end + 1;
             }
             let mut runs = Vec::new();
-            base64_runs(&text, |run| {
+            base64_runs(&text, &mut Vec::new(), |run| {
                 runs.push(run);
                 ControlFlow::Continue(())
             });
@@ -483,5 +499,23 @@ mod tests {
         let blobs = find_blobs(b"GET /?q=a%3Db%26c%3Dd", &mut budget);
         assert_eq!(blobs.len(), 1);
         assert_eq!(blobs[0].decoded, b"/?q=a=b&c=d");
+        // Wherever the run sits against the 64-byte blocks the sweep reads, after a base64
+        // blob or not, each run is found once.
+        let b64 = "c2VjcmV0IHRleHQgdGhhdCBpcyBsb25nIGVub3VnaA==";
+        for lead in 0..140 {
+            for before in ["", b64] {
+                let text = format!(
+                    "{}{before} /?q=a%3Db%26c%3Dd and /x%2Fy%2Fz%3F {}",
+                    " ".repeat(lead),
+                    "%".repeat(lead % 3)
+                );
+                let blobs = find_blobs(text.as_bytes(), &mut budget.clone());
+                let decoded: Vec<&[u8]> = blobs.iter().map(|b| b.decoded.as_slice()).collect();
+                let from_base64 = usize::from(!before.is_empty());
+                assert_eq!(decoded.len(), 2 + from_base64, "{text:?}");
+                assert_eq!(decoded[from_base64], b"/?q=a=b&c=d", "{text:?}");
+                assert_eq!(decoded[from_base64 + 1], b"/x/y/z?", "{text:?}");
+            }
+        }
     }
 }
