@@ -371,16 +371,22 @@ impl Shape {
                 "group {group} but the pattern has {groups} capture group(s)"
             ));
         }
+        let starts_with_keyword = starts_with_keyword(&hir, &spec.keywords);
+        // Only read where it can be used: a companion's distance counts from a match's start,
+        // known only when every match starts at a keyword hit.
+        let companion = starts_with_keyword
+            .then(|| {
+                let skip = spec.keywords.iter().map(String::len).min().unwrap_or(0);
+                Companion::read(&hir, skip)
+            })
+            .flatten();
         Ok(Shape {
             max_match: capped_max_len(&hir),
             bounded: hir.properties().maximum_len().is_some(),
             line_span: interior_newlines(&hir, true, true),
             group,
-            starts_with_keyword: starts_with_keyword(&hir, &spec.keywords),
-            companion: Companion::read(
-                &hir,
-                spec.keywords.iter().map(String::len).min().unwrap_or(0),
-            ),
+            starts_with_keyword,
+            companion,
             hir,
         })
     }
