@@ -48,7 +48,7 @@ pub fn each_base64(
 }
 
 /// What a block visitor returns: `()` to go on, or a `ControlFlow` to say whether to.
-pub trait Visited {
+trait Visited {
     fn stop(self) -> bool;
 }
 
@@ -72,35 +72,17 @@ fn each_block<T: Copy + Default, V: Visited>(
     class: impl Fn(&[u8; BLOCK]) -> T,
     visit: &mut impl FnMut(usize, T, T) -> V,
 ) {
-    let padded = |at: usize| {
-        let mut block = [0u8; BLOCK];
-        let tail = &text[at.min(text.len())..];
-        block[..tail.len()].copy_from_slice(tail);
-        class(&block)
-    };
-    let full = text.len() / BLOCK * BLOCK;
     let mask_at = |at: usize| match text.get(at..at + BLOCK).and_then(|b| b.first_chunk()) {
         Some(block) => class(block),
-        None if at < text.len() => padded(at),
+        None if at < text.len() => {
+            let mut block = [0u8; BLOCK];
+            block[..text.len() - at].copy_from_slice(&text[at..]);
+            class(&block)
+        }
         None => T::default(),
     };
-    if text.is_empty() {
-        return;
-    }
     let mut this = mask_at(0);
     let mut base = 0;
-    // Full blocks followed by a full block: no bounds to think about.
-    while base + 2 * BLOCK <= full {
-        let next = match text[base + BLOCK..base + 2 * BLOCK].first_chunk() {
-            Some(block) => class(block),
-            None => T::default(),
-        };
-        if visit(base, this, next).stop() {
-            return;
-        }
-        this = next;
-        base += BLOCK;
-    }
     while base < text.len() {
         let next = mask_at(base + BLOCK);
         if visit(base, this, next).stop() {
