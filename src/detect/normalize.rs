@@ -245,21 +245,21 @@ pub fn find_blobs(input: &[u8], budget: &mut usize) -> Vec<Blob> {
 }
 
 /// Calls `found` with every maximal run of at least `MIN_BASE64` base64 bytes, in order,
-/// until it breaks; meanwhile collects the offset of every `%` it passes into `percents`.
+/// until it breaks; meanwhile collects, for every block it passes that holds a `%`, the
+/// block's offset and the `%` signs' bits into `percents` (a sixteenth of the text at most).
 ///
 /// Found 64 bytes at a time from byte-class bitmasks ([`classify`]): in ordinary text a block
 /// holds no such run and costs a few instructions.
 fn base64_runs(
     input: &[u8],
-    percents: &mut Vec<usize>,
+    percents: &mut Vec<(usize, u64)>,
     mut found: impl FnMut(Range<usize>) -> ControlFlow<()>,
 ) {
     // Everything before `floor` belongs to a run already reported.
     let mut floor = 0usize;
-    classify::each_base64(input, |base, (mask, mut percent), (next, _)| {
-        while percent != 0 {
-            percents.push(base + percent.trailing_zeros() as usize);
-            percent &= percent - 1;
+    classify::each_base64(input, |base, (mask, percent), (next, _)| {
+        if percent != 0 {
+            percents.push((base, percent));
         }
         let starts = classify::run_starts(u128::from(mask) | u128::from(next) << 64, MIN_BASE64);
         // Starts inside a run already reported are dropped all at once (a megabyte image is
@@ -334,17 +334,25 @@ fn looks_like_text(bytes: &[u8]) -> bool {
         || std::str::from_utf8(bytes).is_ok_and(|s| !s.contains('\0'))
 }
 
-/// URL-percent runs (`a%3Db%26c...`) with at least [`MIN_ESCAPES`] escapes.
+/// URL-percent runs (`a%3Db%26c...`) with at least [`MIN_ESCAPES`] escapes, around the `%`
+/// signs the base64 pass marked (`percents`: a block's offset and its `%` bits, in order).
 fn find_percent_runs(
     input: &[u8],
-    percents: Vec<usize>,
+    percents: Vec<(usize, u64)>,
     budget: &mut usize,
     blobs: &mut Vec<Blob>,
 ) {
     let is_url_byte =
         |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'`');
     let mut from = 0;
-    for pos in percents {
+    let signs = percents.into_iter().flat_map(|(base, mut bits)| {
+        std::iter::from_fn(move || {
+            let bit = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+            bits &= bits - 1;
+            Some(base + bit)
+        })
+    });
+    for pos in signs {
         if pos < from {
             continue;
         }
@@ -517,5 +525,13 @@ mod tests {
                 assert_eq!(decoded[from_base64 + 1], b"/x/y/z?", "{text:?}");
             }
         }
+        // One escape per block: each `%` is the only one its block holds.
+        let spread = format!("/{0}%2F{0}%2F{0}%3F{0}", "a".repeat(70));
+        let blobs = find_blobs(spread.as_bytes(), &mut budget.clone());
+        assert_eq!(blobs.len(), 1);
+        assert_eq!(
+            blobs[0].decoded,
+            spread.replace("%2F", "/").replace("%3F", "?").as_bytes()
+        );
     }
 }

@@ -196,7 +196,7 @@ impl Prefilter {
                 };
                 if text
                     .get(start..start + 2)
-                    .is_some_and(|found| found.eq_ignore_ascii_case(&pair))
+                    .is_some_and(|bytes| bytes.eq_ignore_ascii_case(&pair))
                 {
                     pairs.push((start + 2, start, id));
                 }
