@@ -47,6 +47,24 @@ pub fn each_base64(
     each_block(text, base64_portable, &mut visit);
 }
 
+/// The offset of the first byte of `text` from `from` on that is not ASCII (`0x80` or more),
+/// if any.
+///
+/// Folding asks this of every input, and nearly all of a typical input is ASCII: with AVX2,
+/// 128 bytes are tested per step with three ORs and one mask (measured on 8 MiB of code: the
+/// 64-byte `is_ascii` steps were 4% of a scan).
+pub fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    #[cfg(target_arch = "x86_64")]
+    {
+        at = simd::skip_ascii(text, at);
+    }
+    while text.get(at..at + BLOCK).is_some_and(<[u8]>::is_ascii) {
+        at += BLOCK;
+    }
+    Some(at + text.get(at..)?.iter().position(|&b| b >= 0x80)?)
+}
+
 /// What a block visitor returns: `()` to go on, or a `ControlFlow` to say whether to.
 trait Visited {
     fn stop(self) -> bool;
@@ -241,6 +259,37 @@ mod simd {
         true
     }
 
+    /// Where the first 128-byte step of `text` from `at` that holds a byte from `0x80` (or
+    /// the last whole step) begins: the caller looks at the rest byte by byte.
+    pub(super) fn skip_ascii(text: &[u8], at: usize) -> usize {
+        if !is_x86_feature_detected!("avx2") {
+            return at;
+        }
+        // SAFETY: the CPU has AVX2, just checked.
+        unsafe { skip_ascii_avx2(text, at) }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn skip_ascii_avx2(text: &[u8], mut at: usize) -> usize {
+        while at + 128 <= text.len() {
+            // SAFETY: the four 32-byte loads lie inside `text[at..at + 128]`; unaligned loads.
+            let any = unsafe {
+                let load = |k: usize| _mm256_loadu_si256(text.as_ptr().add(at + 32 * k).cast());
+                _mm256_or_si256(
+                    _mm256_or_si256(load(0), load(1)),
+                    _mm256_or_si256(load(2), load(3)),
+                )
+            };
+            if _mm256_movemask_epi8(any) != 0 {
+                break;
+            }
+            at += 128;
+        }
+        at
+    }
+
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
@@ -429,5 +478,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_first_non_ascii_byte_is_found_wherever_it_sits() {
+        // One byte from 0x80 at every offset of several vector steps, searched for from
+        // every start around it: the vector skip and the byte-wise tail must agree.
+        let len = 3 * 128 + 41;
+        for high in [0x80u8, 0xC3, 0xFF] {
+            for at in 0..len {
+                let mut text = vec![b'a'; len];
+                text[at] = high;
+                for from in [0, 1, at.saturating_sub(1), at, at + 1, 127, 128, 129] {
+                    let expect = (from <= at).then_some(at);
+                    assert_eq!(next_non_ascii(&text, from), expect, "at {at} from {from}");
+                }
+            }
+        }
+        assert_eq!(next_non_ascii(&[b'a'; 300], 0), None);
+        assert_eq!(next_non_ascii(b"", 0), None);
+        assert_eq!(next_non_ascii(b"ab", 5), None);
     }
 }

@@ -136,8 +136,8 @@ impl Folded {
 }
 
 /// The non-ASCII characters of `input`: `(offset, char or None for an invalid byte, length)`.
-/// Skips ASCII 64 bytes at a time (`is_ascii` is vectorised), so mostly-ASCII text costs little
-/// more than a memory read.
+/// Skips ASCII a vector step at a time ([`classify::next_non_ascii`]), so mostly-ASCII text
+/// costs little more than a memory read.
 struct NonAscii<'a> {
     input: &'a [u8],
     at: usize,
@@ -154,11 +154,7 @@ impl Iterator for NonAscii<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let input = self.input;
-        let mut i = self.at;
-        while i + 64 <= input.len() && input[i..i + 64].is_ascii() {
-            i += 64;
-        }
-        let at = i + input.get(i..)?.iter().position(|&b| b >= 0x80)?;
+        let at = classify::next_non_ascii(input, self.at)?;
         let head = &input[at..input.len().min(at + 4)];
         let c = head
             .utf8_chunks()
