@@ -406,16 +406,14 @@ impl Scanner {
             }
         });
         if let Some(min) = self.min_digits {
-            digit_runs(text, min, |start, end, digits| {
-                let after_letter = follows_letter(text, start);
+            digit_runs(text, min, |run| {
+                let after_letter = follows_letter(text, run.start);
                 for gate in &self.digit_rules {
-                    if (gate.min..=gate.max).contains(&digits)
+                    if (gate.min..=gate.max).contains(&run.digits)
                         && (after_letter || !gate.after_letter)
-                        && gate
-                            .separator
-                            .is_none_or(|sep| text[start..end].contains(&sep))
+                        && gate.separator.is_none_or(|sep| run.holds(text, sep))
                     {
-                        hit(gate.rule, start, end, &mut whole);
+                        hit(gate.rule, run.start, run.end, &mut whole);
                     }
                 }
             });
@@ -799,8 +797,41 @@ const fn is_digit_separator(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.')
 }
 
-/// Calls `found(start, end, digits)` for every run of at least `min` ASCII digits, single
-/// separators (space, dash, dot) allowed between them.
+/// A run of digits joined by single separators, as [`digit_runs`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DigitRun {
+    start: usize,
+    end: usize,
+    /// How many of its bytes are digits.
+    digits: usize,
+    /// Bit `i` set where `start + i` is a separator, for a run measured from the masks (all
+    /// but runs longer than a block); `None` for a run read byte by byte.
+    separators: Option<u128>,
+}
+
+impl DigitRun {
+    /// Whether one of the run's separators is `byte` (a separator: rules may only name those).
+    /// From the mask, a run costs a byte per
+    /// separator rather than a byte per byte: a table of decimals holds one in every run, and
+    /// the SSN gate asks this of each (it was a tenth of the digit gate on code).
+    fn holds(&self, text: &[u8], byte: u8) -> bool {
+        match self.separators {
+            Some(mut bits) => {
+                while bits != 0 {
+                    if text[self.start + bits.trailing_zeros() as usize] == byte {
+                        return true;
+                    }
+                    bits &= bits - 1;
+                }
+                false
+            }
+            None => text[self.start..self.end].contains(&byte),
+        }
+    }
+}
+
+/// Calls `found` for every run of at least `min` ASCII digits, single separators (space,
+/// dash, dot) allowed between them.
 ///
 /// Found 64 bytes at a time from byte-class bitmasks: a byte is *joined* if it is a digit or a
 /// separator right after a digit. A run of digits joined by single separators is a run of
@@ -810,7 +841,7 @@ const fn is_digit_separator(b: u8) -> bool {
 /// A run is measured from the masks too (its end from the joined bits, its digits by a
 /// popcount), so a table of numbers costs a few instructions per number, not a few per byte;
 /// only a run longer than the two blocks in view is read byte by byte.
-fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(usize, usize, usize)) {
+fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(DigitRun)) {
     let min = min.max(1);
     let joined =
         |(digits, separators): (u64, u64), carry: u64| digits | separators & (digits << 1 | carry);
@@ -860,7 +891,7 @@ impl View {
         mut starts: u64,
         mut floor: usize,
         min: usize,
-        found: &mut impl FnMut(usize, usize, usize),
+        found: &mut impl FnMut(DigitRun),
     ) -> usize {
         let View {
             base,
@@ -879,24 +910,34 @@ impl View {
             if digits >> first & 1 == 0 {
                 continue;
             }
-            let (end, count) = match (!(joined >> first)).trailing_zeros() {
+            let run = match (!(joined >> first)).trailing_zeros() {
                 // The run goes on past the view: read it byte by byte.
-                length if first + length >= 128 => run_at(text, start),
+                length if first + length >= 128 => {
+                    let (end, digits) = run_at(text, start);
+                    DigitRun {
+                        start,
+                        end,
+                        digits,
+                        separators: None,
+                    }
+                }
                 length => {
                     // Without a trailing separator: the last joined byte that is a digit.
                     let last =
                         127 - (digits & (u128::MAX >> (128 - first - length))).leading_zeros();
                     let run = (u128::MAX >> (127 - last)) & (u128::MAX << first);
-                    (
-                        base + last as usize + 1,
-                        (digits & run).count_ones() as usize,
-                    )
+                    DigitRun {
+                        start,
+                        end: base + last as usize + 1,
+                        digits: (digits & run).count_ones() as usize,
+                        separators: Some((run & !digits) >> first),
+                    }
                 }
             };
-            if count >= min {
-                found(start, end, count);
+            if run.digits >= min {
+                found(run);
             }
-            floor = end;
+            floor = run.end;
         }
     }
 }
@@ -1006,6 +1047,23 @@ match = ["ref AB 123456"]
             .collect()
     }
 
+    /// `digit_runs` as `(start, end, digits)`, each run's `holds` checked against its bytes.
+    fn runs_of(text: &str, min: usize) -> Vec<(usize, usize, usize)> {
+        let mut found = Vec::new();
+        digit_runs(text.as_bytes(), min, |run| {
+            for byte in [b' ', b'-', b'.'] {
+                let expect = text.as_bytes()[run.start..run.end].contains(&byte);
+                assert_eq!(
+                    run.holds(text.as_bytes(), byte),
+                    expect,
+                    "{run:?} in {text:?}"
+                );
+            }
+            found.push((run.start, run.end, run.digits));
+        });
+        found
+    }
+
     #[test]
     fn digit_runs_are_found_wherever_they_sit() {
         let pieces = [
@@ -1025,8 +1083,7 @@ match = ["ref AB 123456"]
                         pieces[(i + 1) % pieces.len()],
                         "word ".repeat(lead % 7)
                     );
-                    let mut found = Vec::new();
-                    digit_runs(text.as_bytes(), min, |s, e, d| found.push((s, e, d)));
+                    let found = runs_of(&text, min);
                     assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
                 }
             }
@@ -1047,8 +1104,7 @@ match = ["ref AB 123456"]
                 })
                 .collect();
             for min in [1, 2, 6, 19, 64, 70] {
-                let mut found = Vec::new();
-                digit_runs(text.as_bytes(), min, |s, e, d| found.push((s, e, d)));
+                let found = runs_of(&text, min);
                 assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
             }
         }
@@ -1057,8 +1113,7 @@ match = ["ref AB 123456"]
             for run in ["7".repeat(300), "12-".repeat(90) + "4", "9 ".repeat(140)] {
                 let text = format!("{}{run}. z 55", "a".repeat(lead));
                 for min in [1, 6, 13, 70] {
-                    let mut found = Vec::new();
-                    digit_runs(text.as_bytes(), min, |s, e, d| found.push((s, e, d)));
+                    let found = runs_of(&text, min);
                     assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
                 }
             }
