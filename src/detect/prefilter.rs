@@ -526,6 +526,30 @@ mod simd {
         text: &[u8],
         hits: &mut InOrder<'_, F>,
     ) -> usize {
+        let mut at = 0;
+        loop {
+            // SAFETY: this function runs only where the CPU has AVX2.
+            match unsafe { next_marked(anchors, text, at) } {
+                (step, 0) => return step,
+                (step, marks) => {
+                    anchors.confirm_marked(text, step, marks, hits);
+                    at = step + STEP;
+                }
+            }
+        }
+    }
+
+    /// From `at`, the first step that holds a marked position and its marks (one bit per
+    /// position), or where the walk stopped and no mark. Out of line and without a call in
+    /// its loop, so that its constants stay in registers: with the confirming call inside
+    /// the loop, they were reloaded from the stack every step, two loads beside the
+    /// gathers' sixteen.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline(never)]
+    unsafe fn next_marked(anchors: &Anchors, text: &[u8], mut at: usize) -> (usize, u32) {
         // Lane j of a vector takes bytes j..j+4 of the 16 loaded: its trigram and one more
         // byte, which the fold clears.
         let spread = _mm256_setr_epi8(
@@ -537,7 +561,7 @@ mod simd {
         let entry = _mm256_set1_epi32(0xFFFF);
         let table = anchors.table.as_ptr().cast::<i32>();
         let entries = |at: usize| {
-            // SAFETY: the caller keeps `at + READ <= text.len()`, and a 16-byte load at
+            // SAFETY: the loop keeps `at + READ <= text.len()`, and a 16-byte load at
             // `at + 8` ends there.
             let bytes = unsafe { _mm_loadu_si128(text.as_ptr().add(at).cast()) };
             let lanes = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(bytes), spread);
@@ -554,16 +578,15 @@ mod simd {
             let unset = _mm256_cmpeq_epi32(entries, _mm256_setzero_si256());
             !_mm256_movemask_ps(_mm256_castsi256_ps(unset)) as u32 & 0xFF
         };
-        let mut at = 0;
         while at + READ <= text.len() {
             let (near, far) = (entries(at), entries(at + 8));
             let any = _mm256_or_si256(near, far);
             if _mm256_testz_si256(any, any) == 0 {
-                anchors.confirm_marked(text, at, marks(near) | marks(far) << 8, hits);
+                return (at, marks(near) | marks(far) << 8);
             }
             at += STEP;
         }
-        at
+        (at, 0)
     }
 }
 
