@@ -276,7 +276,9 @@ impl PolicyGate {
                 let document = Document::build(&content.segments);
                 let scanner: &dyn Detect = loaded.scanner.as_ref();
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let found = self.scan_cache.scan(scanner, &loaded.digest, &document);
+                    let found =
+                        self.scan_cache
+                            .scan(scanner, &loaded.digest, &document, &content.raw_keys);
                     self.clean_groups
                         .remember(&content.raw_keys, &document, &found);
                     found

@@ -43,7 +43,21 @@ impl ScanCache {
     /// Every group is looked up, however short: a scanner call on a one-line text block
     /// costs more than hashing it, and an agent's history is mostly such blocks (tool calls,
     /// "let me read that file"). The lock is taken once to look up and once to store.
-    pub fn scan(&self, scanner: &dyn Detect, digest: &str, document: &Document) -> Vec<Finding> {
+    ///
+    /// `raw_keys` are the keys the reader gave groups of plain JSON strings
+    /// ([`crate::inspect::content::Content::raw_keys`]): a group's text is a function of its
+    /// raw bytes and the digest alone, which that key covers, so it keys the group here too
+    /// rather than hashing the decoded text a second time (a new 200 KB request's text was
+    /// hashed twice, about 30 us each). Both kinds of key are outputs of keyed hashes under
+    /// independent secret keys, so they share one map without meeting. A group whose number
+    /// occurs twice in the document is keyed by its text.
+    pub fn scan(
+        &self,
+        scanner: &dyn Detect,
+        digest: &str,
+        document: &Document,
+        raw_keys: &[(u32, u128)],
+    ) -> Vec<Finding> {
         let texts: Vec<&[u8]> = document
             .groups
             .iter()
@@ -51,9 +65,14 @@ impl ScanCache {
             .collect();
         let keyer = self.keyer.as_ref().filter(|_| self.capacity > 0);
         let found: Vec<Arc<[Finding]>> = if let Some(keyer) = keyer {
+            let raw = raw_keys_by_group(raw_keys, &document.group_ids);
             let keys: Vec<u128> = texts
                 .iter()
-                .map(|&text| keyer.key(digest, [text]))
+                .zip(&document.group_ids)
+                .map(|(&text, group)| match raw.get(group) {
+                    Some(&key) => key,
+                    None => keyer.key(digest, [text]),
+                })
                 .collect();
             let cached: Vec<Option<Arc<[Finding]>>> = {
                 let entries = self.lock();
@@ -105,6 +124,21 @@ impl ScanCache {
         // A panic while holding the lock leaves a consistent map (inserts are single calls).
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// `raw_keys` by group number, for the groups that occupy one range of the document: a
+/// group's raw key covers all of its strings, so it stands for the text of that range only
+/// when the group is not split.
+fn raw_keys_by_group(raw_keys: &[(u32, u128)], group_ids: &[u32]) -> HashMap<u32, u128> {
+    let mut ranges: HashMap<u32, usize> = HashMap::with_capacity(group_ids.len());
+    for &group in group_ids {
+        *ranges.entry(group).or_default() += 1;
+    }
+    raw_keys
+        .iter()
+        .filter(|(group, _)| ranges.get(group) == Some(&1))
+        .copied()
+        .collect()
 }
 
 /// Raw keys of message groups scanned and found clean (see
@@ -228,13 +262,13 @@ mod tests {
         let scanner = Counting::default();
         let old = format!("{} KEY {}", "a".repeat(300), "b".repeat(300));
         let first = document(std::slice::from_ref(&old));
-        let found = cache.scan(&scanner, "d", &first);
+        let found = cache.scan(&scanner, "d", &first, &[]);
         assert_eq!(found.len(), 1);
         let scanned_once = scanner.0.load(Ordering::SeqCst);
 
         let new = format!("{} KEY", "c".repeat(300));
         let second = document(&[old.clone(), new.clone()]);
-        let found = cache.scan(&scanner, "d", &second);
+        let found = cache.scan(&scanner, "d", &second, &[]);
         assert_eq!(found.len(), 2);
         for f in &found {
             assert_eq!(&second.text[f.span.clone()], "KEY");
@@ -242,7 +276,7 @@ mod tests {
         assert_eq!(scanner.0.load(Ordering::SeqCst), scanned_once + new.len());
 
         // Another policy (digest) scans again.
-        cache.scan(&scanner, "other", &second);
+        cache.scan(&scanner, "other", &second, &[]);
         assert!(scanner.0.load(Ordering::SeqCst) > scanned_once + new.len() * 2);
     }
 
@@ -275,7 +309,7 @@ mod tests {
         let cache = ScanCache::new(64);
         let scanner = Counting::default();
         let first = document(&body(&messages));
-        assert_eq!(cache.scan(&scanner, "d", &first).len(), 20);
+        assert_eq!(cache.scan(&scanner, "d", &first, &[]).len(), 20);
         assert_eq!(
             scanner.0.load(Ordering::SeqCst),
             first.text.len() - 2 * (first.groups.len() - 1)
@@ -285,7 +319,7 @@ mod tests {
         messages.push(serde_json::json!({"role": "user", "content": "Make it print KEY twice."}));
         let second = document(&body(&messages));
         let before = scanner.0.load(Ordering::SeqCst);
-        let found = cache.scan(&scanner, "d", &second);
+        let found = cache.scan(&scanner, "d", &second, &[]);
         assert_eq!(
             found.len(),
             22,
@@ -293,6 +327,46 @@ mod tests {
         );
         let new_text = "It prints KEY.".len() + "Make it print KEY twice.".len();
         assert_eq!(scanner.0.load(Ordering::SeqCst) - before, new_text);
+    }
+
+    #[test]
+    fn a_group_with_a_raw_key_is_cached_under_it_unless_the_group_is_split() {
+        let cache = ScanCache::new(16);
+        let scanner = Counting::default();
+        // The reader's key stands for the text: a second document whose group has the same
+        // raw key is answered from the cache without a scan (were the text hashed instead,
+        // its other text would be scanned).
+        let first = document(&[format!("{} KEY", "a".repeat(100))]);
+        assert_eq!(cache.scan(&scanner, "d", &first, &[(0, 7)]).len(), 1);
+        let scanned = scanner.0.load(Ordering::SeqCst);
+        assert_eq!(scanned, first.text.len());
+        let same_raw = document(&[format!("{} KEY", "a".repeat(100))]);
+        assert_eq!(cache.scan(&scanner, "d", &same_raw, &[(0, 7)]).len(), 1);
+        assert_eq!(
+            scanner.0.load(Ordering::SeqCst),
+            scanned,
+            "answered by the raw key"
+        );
+        let other = document(&["b".repeat(50)]);
+        assert_eq!(cache.scan(&scanner, "d", &other, &[(0, 8)]).len(), 0);
+        assert_eq!(scanner.0.load(Ordering::SeqCst), scanned + 50);
+
+        // Group 0 in two ranges (another group between): its raw key covers both, so neither
+        // range is keyed by it; each is keyed by its own text and scanned.
+        let segment = |text: &str, group: u32| Segment {
+            location: format!("messages[{group}]"),
+            text: Text::from_plain(text.as_bytes(), 0..text.len(), false),
+            group,
+            place: Place::Body,
+        };
+        let split = Document::build(&[segment("c KEY", 0), segment("d", 1), segment("e KEY e", 0)]);
+        assert_eq!(split.group_ids, [0, 1, 0]);
+        // The key already stands for another text, which a split group must not be read as.
+        cache.scan(&scanner, "d", &document(&["f".repeat(20)]), &[(0, 9)]);
+        let before = scanner.0.load(Ordering::SeqCst);
+        let found = cache.scan(&scanner, "d", &split, &[(0, 9)]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(scanner.0.load(Ordering::SeqCst) - before, 5 + 1 + 7);
     }
 
     #[test]
@@ -304,6 +378,7 @@ mod tests {
                 &scanner,
                 "d",
                 &document(&[format!("{i}{}", "x".repeat(300))]),
+                &[],
             );
         }
         assert!(cache.lock().findings.len() <= 2);
