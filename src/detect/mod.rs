@@ -368,6 +368,9 @@ impl Scanner {
             }
             if self.rules[rule].searched_from_keyword() {
                 let list = &mut starts[rule];
+                if shape.escape_lead && follows_escape(text, start) {
+                    list.push(start - 2);
+                }
                 list.push(start);
                 // Each start may read up to `max_match` bytes: once that passes twice the
                 // input, one search of the whole input costs less and finds the same matches
@@ -779,6 +782,13 @@ fn clip_to_lines(
         window.end = end + newline + 1;
     }
     window
+}
+
+/// Whether a backslash and a letter stand right before `at` (`\n` of raw JSON before a
+/// keyword): where a rule with an escape lead may match (see [`rules::Shape::escape_lead`]).
+/// Any letter: a try where the pattern's escape does not match costs one failed search.
+fn follows_escape(text: &[u8], at: usize) -> bool {
+    at >= 2 && text[at - 2] == b'\\' && text[at - 1].is_ascii_alphabetic()
 }
 
 /// Whether the byte before `at` (or before one space there) is an ASCII letter.
@@ -1291,6 +1301,62 @@ match = ["ref AB 123456"]
         assert_eq!(lines(r"\nab\n"), Some(0));
         assert_eq!(lines(r"a[\s\S]{0,3}?b|c"), Some(3));
         assert_eq!(lines(r"a(?:\r?\n)?b"), Some(1));
+    }
+
+    #[test]
+    fn a_rule_led_by_an_escape_is_searched_from_its_keyword_and_finds_its_token_after_one() {
+        let pack = r#"
+[[rule]]
+id = "secret.tkn"
+name = "Test token"
+category = "secret"
+severity = "high"
+keywords = ["tkn_"]
+pattern = '''(?:\\[nt]|\b)(tkn_[a-z0-9]{8})\b'''
+"#;
+        let scanner = Scanner::from_packs(&[("test.toml", pack)]).expect("pack loads");
+        let rule = &scanner.rules()[0];
+        assert!(rule.searched_from_keyword());
+        assert!(rule.shape().is_some_and(|shape| shape.escape_lead));
+        let token = "tkn_a1b2c3d4";
+        let mut found_after_escape = 0;
+        for lead in [
+            "",
+            " ",
+            "x",
+            r"\n",
+            r"\t",
+            r"\r",
+            r"\x",
+            r"\\n",
+            r#"{"a":"b\n"#,
+            r"\n\n",
+        ] {
+            for tail in ["", " ", "z", r"\n"] {
+                let text = format!("{lead}{token}{tail} and {lead}{token}");
+                let whole = scan_text_whole(&scanner, text.as_bytes());
+                assert_eq!(
+                    scan_text_found(&scanner, text.as_bytes()),
+                    whole,
+                    "{text:?}"
+                );
+                if lead.ends_with(r"\n") && tail != "z" {
+                    assert_eq!(whole.len(), 2, "{text:?}");
+                    found_after_escape += 1;
+                }
+            }
+        }
+        assert!(found_after_escape > 0);
+        // The shape is read either way round, and only for escapes.
+        let led = |pattern: &str| {
+            let hir = rules::parse_pattern(pattern).expect("pattern parses");
+            rules::after_escape_lead(&hir).is_some()
+        };
+        assert!(led(r"(?:\\[nt]|\b)(ghp_\w{4})"));
+        assert!(led(r"(?:\b|\\n)ghp_"));
+        assert!(!led(r"(?:\\[nx]|\b)ghp_"));
+        assert!(!led(r"(?:x|\b)ghp_"));
+        assert!(!led(r"\b(ghp_\w{4})"));
     }
 
     #[test]

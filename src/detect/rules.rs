@@ -256,9 +256,15 @@ pub struct Shape {
     pub line_span: Option<usize>,
     /// The capture group that holds the value.
     pub group: usize,
-    /// Whether every match begins with one of the rule's keywords (`\b(ghp_[A-Za-z0-9]{36})`).
+    /// Whether every match begins with one of the rule's keywords (`\b(ghp_[A-Za-z0-9]{36})`),
+    /// or with a JSON escape right before one (see `escape_lead`).
     /// See [`Rule::searched_from_keyword`].
     pub starts_with_keyword: bool,
+    /// Whether the pattern opens with `(?:\\[nt]|\b)`: a match starts at its keyword, or two
+    /// bytes before it where a `\n` or `\t` escape of raw JSON stands there (the `n` of `\n`
+    /// is a word byte, so a `\b` alone fails there). The scanner then also tries the rule two
+    /// bytes before such a hit, and the rule keeps being searched from its keyword.
+    pub escape_lead: bool,
     /// A literal every match holds a bounded distance after its start, if the pattern has one
     /// (see [`Companion`]).
     pub companion: Option<Companion>,
@@ -371,21 +377,31 @@ impl Shape {
                 "group {group} but the pattern has {groups} capture group(s)"
             ));
         }
-        let starts_with_keyword = starts_with_keyword(&hir, &spec.keywords);
+        let after_lead = after_escape_lead(&hir);
+        let from_keyword = after_lead.as_ref().unwrap_or(&hir);
+        let starts_with_keyword = starts_with_keyword(from_keyword, &spec.keywords);
         // Only read where it can be used: a companion's distance counts from a match's start,
-        // known only when every match starts at a keyword hit.
+        // known only when every match starts at a keyword hit (or an escape's two bytes
+        // before it, which widen the reach by two).
         let companion = starts_with_keyword
             .then(|| {
                 let skip = spec.keywords.iter().map(String::len).min().unwrap_or(0);
-                Companion::read(&hir, skip)
+                Companion::read(from_keyword, skip)
             })
-            .flatten();
+            .flatten()
+            .map(|mut companion| {
+                if after_lead.is_some() {
+                    companion.max += 2;
+                }
+                companion
+            });
         Ok(Shape {
             max_match: capped_max_len(&hir),
             bounded: hir.properties().maximum_len().is_some(),
             line_span: interior_newlines(&hir, true, true),
             group,
             starts_with_keyword,
+            escape_lead: after_lead.is_some(),
             companion,
             hir,
         })
@@ -538,6 +554,42 @@ pub(crate) fn starts_with_keyword(hir: &Hir, keywords: &[String]) -> bool {
     listed
         || spelled_keyword(hir)
             .is_some_and(|spelled| keywords.iter().any(|k| starts_with_folded(&spelled, k)))
+}
+
+/// The rest of `hir` after a leading `(?:\\[nt]|\b)` (either order, any letters of `\n \t
+/// \r`), if it opens with one: see [`Shape::escape_lead`].
+pub(crate) fn after_escape_lead(hir: &Hir) -> Option<Hir> {
+    use regex_syntax::hir::{Class, HirKind, Look};
+    let HirKind::Concat(items) = hir.kind() else {
+        return None;
+    };
+    let (first, rest) = items.split_first()?;
+    let HirKind::Alternation(alternatives) = first.kind() else {
+        return None;
+    };
+    let escape_letter = |b: u8| matches!(b.to_ascii_lowercase(), b'n' | b't' | b'r');
+    let is_boundary = |h: &Hir| matches!(h.kind(), HirKind::Look(Look::WordAscii));
+    let is_escape = |h: &Hir| match h.kind() {
+        HirKind::Literal(literal) => matches!(*literal.0, [b'\\', letter] if escape_letter(letter)),
+        HirKind::Concat(pair) => match (pair.first().map(Hir::kind), pair.get(1).map(Hir::kind)) {
+            (Some(HirKind::Literal(slash)), Some(HirKind::Class(Class::Bytes(letters)))) => {
+                pair.len() == 2
+                    && *slash.0 == *b"\\"
+                    && letters
+                        .ranges()
+                        .iter()
+                        .flat_map(|range| range.start()..=range.end())
+                        .all(escape_letter)
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    let led = match alternatives.as_slice() {
+        [a, b] => is_boundary(a) && is_escape(b) || is_escape(a) && is_boundary(b),
+        _ => false,
+    };
+    led.then(|| Hir::concat(rest.to_vec()))
 }
 
 /// Whether `bytes` begins with the non-empty `keyword`, ASCII case ignored.
