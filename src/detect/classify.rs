@@ -54,11 +54,12 @@ pub fn each_base64(
 /// 128 bytes are tested per step with three ORs and one mask (measured on 8 MiB of code: the
 /// 64-byte `is_ascii` steps were 4% of a scan).
 pub fn next_non_ascii(text: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    #[cfg(target_arch = "x86_64")]
-    {
-        at = simd::skip_ascii(text, at);
+    if from >= text.len() {
+        return None;
     }
+    #[cfg(target_arch = "x86_64")]
+    let from = simd::skip_ascii(text, from);
+    let mut at = from;
     while text.get(at..at + BLOCK).is_some_and(<[u8]>::is_ascii) {
         at += BLOCK;
     }
@@ -273,7 +274,8 @@ mod simd {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     unsafe fn skip_ascii_avx2(text: &[u8], mut at: usize) -> usize {
-        while at + 128 <= text.len() {
+        // Not `at + 128 <= len`: that could wrap for an `at` past the end.
+        while text.len().saturating_sub(at) >= 128 {
             // SAFETY: the four 32-byte loads lie inside `text[at..at + 128]`; unaligned loads.
             let any = unsafe {
                 let load = |k: usize| _mm256_loadu_si256(text.as_ptr().add(at + 32 * k).cast());
@@ -498,5 +500,7 @@ mod tests {
         assert_eq!(next_non_ascii(&[b'a'; 300], 0), None);
         assert_eq!(next_non_ascii(b"", 0), None);
         assert_eq!(next_non_ascii(b"ab", 5), None);
+        assert_eq!(next_non_ascii(&[0x80; 300], usize::MAX), None);
+        assert_eq!(next_non_ascii(&[0x80; 300], usize::MAX - 100), None);
     }
 }
