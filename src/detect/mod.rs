@@ -808,7 +808,7 @@ const fn is_digit_separator(b: u8) -> bool {
 }
 
 /// A run of digits joined by single separators, as [`digit_runs`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct DigitRun {
     start: usize,
     end: usize,
@@ -821,9 +821,9 @@ struct DigitRun {
 
 impl DigitRun {
     /// Whether one of the run's separators is `byte` (a separator: rules may only name those).
-    /// From the mask, a run costs a byte per
-    /// separator rather than a byte per byte: a table of decimals holds one in every run, and
-    /// the SSN gate asks this of each (it was a tenth of the digit gate on code).
+    /// From the mask, a run costs a byte per separator rather than a byte per byte: a table of
+    /// decimals holds one in every run, and the SSN gate asks this of each (it was a tenth of
+    /// the digit gate on code).
     fn holds(&self, text: &[u8], byte: u8) -> bool {
         match self.separators {
             Some(mut bits) => {
