@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 mod classify;
 pub mod dict;
+mod digits;
 pub mod gitleaks;
 pub mod normalize;
 pub mod placeholder;
@@ -35,6 +36,7 @@ pub mod prefilter;
 pub mod rules;
 pub mod validators;
 
+use digits::{DigitGate, DigitGates};
 pub use rules::{Rule, RuleError, RuleSpec};
 
 use normalize::{find_blobs, Folded};
@@ -119,9 +121,8 @@ pub struct Scanner {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules with `always = true`: run on every input.
     always_rules: Vec<usize>,
-    /// Rules gated on digit runs, and the smallest digit count any of them needs.
-    digit_rules: Vec<DigitGate>,
-    min_digits: Option<usize>,
+    /// Rules gated on digit runs.
+    digit_gates: DigitGates,
     terms: Vec<dict::TermDictionary>,
     exact: Vec<dict::ExactMatch>,
     /// Global override: report values failing their validator at this severity.
@@ -237,8 +238,7 @@ impl Scanner {
             prefilter,
             keyword_rules,
             always_rules,
-            min_digits: digit_rules.iter().map(|gate| gate.min).min(),
-            digit_rules,
+            digit_gates: DigitGates::new(digit_rules),
             terms,
             exact,
             invalid_severity: None,
@@ -408,19 +408,8 @@ impl Scanner {
                 hit(i, start, end, &mut whole);
             }
         });
-        if let Some(min) = self.min_digits {
-            digit_runs(text, min, |run| {
-                let after_letter = follows_letter(text, run.start);
-                for gate in &self.digit_rules {
-                    if (gate.min..=gate.max).contains(&run.digits)
-                        && (after_letter || !gate.after_letter)
-                        && gate.separator.is_none_or(|sep| run.holds(text, sep))
-                    {
-                        hit(gate.rule, run.start, run.end, &mut whole);
-                    }
-                }
-            });
-        }
+        self.digit_gates
+            .each_hit(text, |rule, start, end| hit(rule, start, end, &mut whole));
         for (rule, list) in windows.iter_mut().enumerate() {
             if list.is_empty() || whole[rule] {
                 continue;
@@ -753,16 +742,6 @@ fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
     Ok(rules)
 }
 
-/// A rule that runs around digit runs (`digits = N` in its pack) and which runs wake it.
-#[derive(Debug, Clone, Copy)]
-struct DigitGate {
-    rule: usize,
-    min: usize,
-    max: usize,
-    after_letter: bool,
-    separator: Option<u8>,
-}
-
 /// Narrows `window` around the hit `start..end` to the hit's line and `lines` more on each side,
 /// keeping the line breaks that bound them (a pattern may read one as the byte before or after
 /// its value). The match holds the hit, so it cannot reach further.
@@ -789,186 +768,6 @@ fn clip_to_lines(
 /// Any letter: a try where the pattern's escape does not match costs one failed search.
 fn follows_escape(text: &[u8], at: usize) -> bool {
     at >= 2 && text[at - 2] == b'\\' && text[at - 1].is_ascii_alphabetic()
-}
-
-/// Whether the byte before `at` (or before one space there) is an ASCII letter.
-fn follows_letter(text: &[u8], at: usize) -> bool {
-    match at.checked_sub(1).map(|i| (i, text[i])) {
-        Some((_, b)) if b.is_ascii_alphabetic() => true,
-        Some((i, b' ')) => i
-            .checked_sub(1)
-            .is_some_and(|j| text[j].is_ascii_alphabetic()),
-        _ => false,
-    }
-}
-
-/// A byte a digit gate allows between two digits ([`classify::each_digits`] marks the same).
-const fn is_digit_separator(b: u8) -> bool {
-    matches!(b, b' ' | b'-' | b'.')
-}
-
-/// A run of digits joined by single separators, as [`digit_runs`] reports it.
-#[derive(Debug, Clone, Copy)]
-struct DigitRun {
-    start: usize,
-    end: usize,
-    /// How many of its bytes are digits.
-    digits: usize,
-    /// Bit `i` set where `start + i` is a separator, for a run measured from the masks (all
-    /// but runs longer than a block); `None` for a run read byte by byte.
-    separators: Option<u128>,
-}
-
-impl DigitRun {
-    /// Whether one of the run's separators is `byte` (a separator: rules may only name those).
-    /// From the mask, a run costs a byte per separator rather than a byte per byte: a table of
-    /// decimals holds one in every run, and the SSN gate asks this of each (it was a tenth of
-    /// the digit gate on code).
-    fn holds(&self, text: &[u8], byte: u8) -> bool {
-        match self.separators {
-            Some(mut bits) => {
-                while bits != 0 {
-                    if text[self.start + bits.trailing_zeros() as usize] == byte {
-                        return true;
-                    }
-                    bits &= bits - 1;
-                }
-                false
-            }
-            None => text[self.start..self.end].contains(&byte),
-        }
-    }
-}
-
-/// Calls `found` for every run of at least `min` ASCII digits, single separators (space,
-/// dash, dot) allowed between them.
-///
-/// Found 64 bytes at a time from byte-class bitmasks: a byte is *joined* if it is a digit or a
-/// separator right after a digit. A run of digits joined by single separators is a run of
-/// joined bytes (plus at most one trailing separator) that starts with its first digit, so a
-/// run with `min` digits starts a window of at least `min` joined bytes
-/// ([`classify::run_starts`]). Most blocks of text have none, and cost a few instructions.
-/// A run is measured from the masks too (its end from the joined bits, its digits by a
-/// popcount), so a table of numbers costs a few instructions per number, not a few per byte;
-/// only a run longer than the two blocks in view is read byte by byte.
-fn digit_runs(text: &[u8], min: usize, mut found: impl FnMut(DigitRun)) {
-    let min = min.max(1);
-    let joined =
-        |(digits, separators): (u64, u64), carry: u64| digits | separators & (digits << 1 | carry);
-    // The previous block's last byte, as bit 0: whether it was a digit.
-    let mut carry = 0;
-    // Everything before `floor` belongs to a run already reported.
-    let mut floor = 0;
-    classify::each_digits(text, |base, mask, next_mask| {
-        let this = joined(mask, carry);
-        carry = mask.0 >> 63;
-        if this == 0 {
-            // No run starts here (most blocks of prose, many of code).
-            return;
-        }
-        // This block and the next as one 128-bit view: joined bytes and digits.
-        let view = View {
-            base,
-            joined: u128::from(this) | u128::from(joined(next_mask, carry)) << 64,
-            digits: u128::from(mask.0) | u128::from(next_mask.0) << 64,
-        };
-        // Starts inside a run already reported are dropped at once.
-        let starts = classify::starts_from(classify::run_starts(view.joined, min), base, floor);
-        if starts != 0 {
-            floor = view.runs(text, starts, floor, min, &mut found);
-        }
-    });
-}
-
-/// A block of text and the next one as digit-gate bitmasks (see [`digit_runs`]).
-struct View {
-    /// The offset of the block's first byte.
-    base: usize,
-    /// Bytes that are digits or separators right after a digit.
-    joined: u128,
-    digits: u128,
-}
-
-impl View {
-    /// Reports the runs at `starts` (the block's bits where a long enough run of joined bytes
-    /// starts) that have at least `min` digits, and returns the end of the last run read.
-    /// Out of line, so the block loop stays small: most blocks have no start and never come
-    /// here.
-    #[inline(never)]
-    fn runs(
-        &self,
-        text: &[u8],
-        mut starts: u64,
-        mut floor: usize,
-        min: usize,
-        found: &mut impl FnMut(DigitRun),
-    ) -> usize {
-        let View {
-            base,
-            joined,
-            digits,
-        } = *self;
-        loop {
-            starts = classify::starts_from(starts, base, floor);
-            if starts == 0 {
-                return floor;
-            }
-            let first = starts.trailing_zeros();
-            starts &= starts - 1;
-            let start = base + first as usize;
-            // A lone trailing separator (when `min` is 1).
-            if digits >> first & 1 == 0 {
-                continue;
-            }
-            let run = match (!(joined >> first)).trailing_zeros() {
-                // The run goes on past the view: read it byte by byte.
-                length if first + length >= 128 => {
-                    let (end, digits) = run_at(text, start);
-                    DigitRun {
-                        start,
-                        end,
-                        digits,
-                        separators: None,
-                    }
-                }
-                length => {
-                    // Without a trailing separator: the last joined byte that is a digit.
-                    let last =
-                        127 - (digits & (u128::MAX >> (128 - first - length))).leading_zeros();
-                    let run = (u128::MAX >> (127 - last)) & (u128::MAX << first);
-                    DigitRun {
-                        start,
-                        end: base + last as usize + 1,
-                        digits: (digits & run).count_ones() as usize,
-                        separators: Some((run & !digits) >> first),
-                    }
-                }
-            };
-            if run.digits >= min {
-                found(run);
-            }
-            floor = run.end;
-        }
-    }
-}
-
-/// The end and digit count of the run of digits joined by single separators that starts at
-/// `start` (a digit), read byte by byte.
-fn run_at(text: &[u8], start: usize) -> (usize, usize) {
-    let digit = |i: usize| text.get(i).is_some_and(u8::is_ascii_digit);
-    let mut end = start + 1;
-    let mut count = 1;
-    loop {
-        if digit(end) {
-            end += 1;
-            count += 1;
-        } else if text.get(end).copied().is_some_and(is_digit_separator) && digit(end + 1) {
-            end += 2;
-            count += 1;
-        } else {
-            return (end, count);
-        }
-    }
 }
 
 /// Shannon entropy of `value` in bits per byte.
@@ -1041,98 +840,6 @@ match = ["ref AB 123456"]
         // a seven-digit run and for a run that follows no letter.
         assert!(detectors(&scanner, "ref AB1234567").is_empty());
         assert!(detectors(&scanner, "ref == 123456").is_empty());
-    }
-
-    /// What `digit_runs` must report, by a regex: digits joined by single separators.
-    fn regex_digit_runs(text: &str, min: usize) -> Vec<(usize, usize, usize)> {
-        static RUNS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-            regex::Regex::new(r"[0-9](?:[ .-]?[0-9])*").expect("regex")
-        });
-        RUNS.find_iter(text)
-            .map(|m| {
-                let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
-                (m.start(), m.end(), digits)
-            })
-            .filter(|&(_, _, digits)| digits >= min)
-            .collect()
-    }
-
-    /// `digit_runs` as `(start, end, digits)`, each run's `holds` checked against its bytes.
-    fn runs_of(text: &str, min: usize) -> Vec<(usize, usize, usize)> {
-        let mut found = Vec::new();
-        digit_runs(text.as_bytes(), min, |run| {
-            for byte in [b' ', b'-', b'.'] {
-                let expect = text.as_bytes()[run.start..run.end].contains(&byte);
-                assert_eq!(
-                    run.holds(text.as_bytes(), byte),
-                    expect,
-                    "{run:?} in {text:?}"
-                );
-            }
-            found.push((run.start, run.end, run.digits));
-        });
-        found
-    }
-
-    #[test]
-    fn digit_runs_are_found_wherever_they_sit() {
-        let pieces = [
-            "4111 1111 1111 1111",
-            "12-34",
-            "536-22-8197",
-            "2024.01.02",
-            "1 2",
-            "x",
-        ];
-        for min in [6, 8, 13] {
-            for lead in 0..40 {
-                for (i, piece) in pieces.iter().enumerate() {
-                    let text = format!(
-                        "{}{piece} and {} then {}",
-                        "ab ".repeat(lead / 3) + &"z".repeat(lead % 3),
-                        pieces[(i + 1) % pieces.len()],
-                        "word ".repeat(lead % 7)
-                    );
-                    let found = runs_of(&text, min);
-                    assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn digit_runs_across_blocks_agree_with_a_regex() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        for round in 0..400usize {
-            // Digit-heavy text of every length around a few blocks, separators doubled too.
-            let text: String = (0..1 + round % 300)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    char::from(b"0123456789 .-x"[(state % 14) as usize])
-                })
-                .collect();
-            for min in [1, 2, 6, 19, 64, 70] {
-                let found = runs_of(&text, min);
-                assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
-            }
-        }
-        // Runs longer than the two blocks the masks cover, from every offset in a block.
-        for lead in 0..70 {
-            for run in ["7".repeat(300), "12-".repeat(90) + "4", "9 ".repeat(140)] {
-                let text = format!("{}{run}. z 55", "a".repeat(lead));
-                for min in [1, 6, 13, 70] {
-                    let found = runs_of(&text, min);
-                    assert_eq!(found, regex_digit_runs(&text, min), "min {min}: {text:?}");
-                }
-            }
-        }
-        for b in 0..=255u8 {
-            let mut separators = 0;
-            classify::each_digits(&[b; classify::BLOCK], |_, (_, s), _| separators |= s);
-            assert_eq!(separators != 0, is_digit_separator(b), "{b:#x}");
-        }
     }
 
     #[test]
