@@ -289,6 +289,14 @@ fn providers() -> Vec<Provider> {
             |r| format!("AKIA{}", r.string(UPPER_B32, 16))
         ),
         p!(
+            "secret.gcp_hmac_access_id",
+            "GCS_HMAC_ACCESS_ID",
+            "storage.Client",
+            "storage.googleapis.com",
+            false,
+            |r| format!("GOOG1{}", r.string(UPPER_B32, 56))
+        ),
+        p!(
             "secret.gcp_oauth_client_secret",
             "GOOGLE_CLIENT_SECRET",
             "Flow.from_client_config",
@@ -1154,6 +1162,16 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
             ("secret.aws_secret_access_key", secret.clone()),
             ("secret.aws_session_token", session.clone()),
         ],
+    );
+
+    let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
+    let secret = rng.string(B64, 40);
+    // (`.boto` names the secret `gs_secret_access_key`, which the AWS rule reads as its own:
+    // see the report of session 8.)
+    doc(
+        "gcs hmac create output",
+        format!("$ gcloud storage hmac create deployer@acme-prod.iam.gserviceaccount.com\nAccess ID:   {access_id}\nSecret:      {secret}\n"),
+        vec![("secret.gcp_hmac_access_id", access_id.clone()), ("secret.gcp_hmac_secret", secret.clone())],
     );
 
     let key_id = rng.hex(40);
