@@ -844,21 +844,32 @@ const GENERIC: &[&str] = &[
     "secret.xml_setting_secret",
     "secret.xml_element_password",
     "secret.curl_user_credentials",
+    "secret.generic_cli_flag",
+    "secret.generic_auth_call",
+    "secret.xml_string_secret",
 ];
 
-/// Contexts of [`more_leaks`] measured and reported but not asserted. Two the rules cannot
+/// Contexts of [`more_leaks`] measured and reported but not asserted. Three the rules cannot
 /// fix: a token glued to a colour escape (`\x1b[1m`, or `\u001b[1m` in JSON: the escape's
 /// final `m` is a word byte, so a rule's leading `\b` fails, and the folding step does not
-/// drop the escape) and base64 wrapped at 76 columns (`base64` without `-w0`: each line is
-/// decoded on its own, so a token longer than 57 bytes is cut in pieces). One left on purpose:
-/// prose naming a variable (`I set ACME_API_KEY to ...`), where a token with no prefix of its
-/// own would need a rule reading English.
+/// drop the escape), base64 wrapped at 76 columns (`base64` without `-w0`: each line is
+/// decoded on its own, so a token longer than 57 bytes is cut in pieces) and HTML entities
+/// (`&quot;`: not decoded, so a quoted name/value pair is not seen as one). Two left on
+/// purpose: prose naming a variable (`I set ACME_API_KEY to ...`), where a token with no prefix
+/// of its own would need a rule reading English, and a YAML flow mapping (`{ acme_api_key: v }`),
+/// which reads like a JavaScript object holding a variable.
 const ENGINE_LIMITS: &[&str] = &[
     "ansi bare",
     "ansi in tool result",
     "base64 wrapped at 76",
+    "html entities",
     "env prose",
+    "yaml flow mapping",
 ];
+
+/// Of [`ENGINE_LIMITS`], those where a token with a prefix of its own is found (and asserted):
+/// only tokens that need their provider's name or a generic rule are out of reach.
+const LIMITS_FOR_CONTEXT_ONLY: &[&str] = &["html entities", "env prose", "yaml flow mapping"];
 
 /// Every way of leaking one token: `(name, text)`; the token appears in `text` verbatim except
 /// in the Kubernetes Secret, where the base64 of it does (returned as the third element).
@@ -1106,6 +1117,16 @@ fn more_leaks(p: &Provider, tok: &str) -> Vec<Leak> {
         l("helm --set", format!("helm upgrade app ./chart --set env.{var}={tok} --namespace prod\n")),
         l("go struct", format!("\tcfg := {service}Config{{\n\t\tAPIKey: \"{tok}\",\n\t}}\n")),
         l("yaml camel", format!("{service}:\n  apiKey: {tok}\n")),
+        l("cli flag", format!("acme deploy --prod --{kebab} {tok} --region eu\n")),
+        l("cli flag equals", format!("acme deploy --{kebab}={tok} --yes\n")),
+        l("plist", format!("<dict>\n\t<key>{pascal}</key>\n\t<string>{tok}</string>\n</dict>\n")),
+        l("android strings", format!("<resources>\n    <string name=\"{low}\">{tok}</string>\n</resources>\n")),
+        l("yaml flow mapping", format!("credentials: {{ {low}: {tok}, region: eu }}\n")),
+        l("html entities", format!("<pre>{{&quot;{low}&quot;: &quot;{tok}&quot;}}</pre>\n")),
+        bare("requests auth tuple", format!("r = requests.get(url, auth=(\"deploy\", \"{tok}\"))\n")),
+        bare("go basic auth", format!("\treq.SetBasicAuth(\"deploy\", \"{tok}\")\n")),
+        bare("reqwest bearer", format!("    .bearer_auth(\"{tok}\")\n")),
+        bare("docker login", format!("docker login -u deploy -p {tok} registry.acme.test\n")),
         l("env prose", format!("I set {var} to {tok} but every call still fails with 401, any idea?\n")),
     ]
 }
@@ -1541,6 +1562,19 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         ("data uri", format!("background: url(data:image/png;base64,{});\n", b64(&(0..48).map(|_| rng.next() as u8).collect::<Vec<u8>>()))),
         ("aws arn", "role_arn = \"arn:aws:iam::123456789012:role/deploy-token-refresher\"\n".to_string()),
         ("mixed-case identifier", "const tokenRefreshHandlerName = \"handleTokenRefreshRequest\";\n".to_string()),
+        // Session 8: flags, auth calls, app config files, tables, prompts that hold no secret.
+        ("cli flag from env", "acme deploy --api-key \"$ACME_API_KEY\" --region eu-west-1\n".to_string()),
+        ("openssl key file", "openssl req -new -key /etc/ssl/private/server-2025.key -out server.csr\n".to_string()),
+        ("cli sort key", "kubectl get pods --sort-key .metadata.creationTimestamp -o wide\n".to_string()),
+        ("auth tuple from vars", "r = requests.get(url, auth=(settings.api_user, settings.api_password))\n".to_string()),
+        ("plist bundle id", "<key>CFBundleIdentifier</key>\n<string>com.acme.tokenwallet2</string>\n".to_string()),
+        ("android string label", "<string name=\"api_key_label\">Your API key</string>\n".to_string()),
+        ("markdown table of names", "| Variable | Description |\n|---|---|\n| `ACME_API_KEY` | The key from the dashboard |\n".to_string()),
+        ("prompt without secret", "dev@box:~/app$ export ACME_API_KEY=$(cat ~/.acme/key)\n".to_string()),
+        ("diff of a reference", "-ACME_API_KEY=\n+ACME_API_KEY=${ACME_API_KEY}\n".to_string()),
+        ("csv of names", "name,description,required\nACME_API_KEY,the key from the dashboard,yes\n".to_string()),
+        ("curl user from env", "curl -u \"$CI_USER:$CI_TOKEN\" https://ci.acme.test/api/json\n".to_string()),
+        ("gcs access id short", "gcloud storage hmac describe GOOG1ABCDEFGHIJKLMNOP\n".to_string()),
     ]
 }
 
@@ -1612,6 +1646,10 @@ fn session8_samples(rng: &mut Rng) -> Vec<Sample> {
                 // A database password is not sent as a bearer token or named an API key.
                 continue;
             }
+            if p.contextual && leak.how == "docker login" {
+                // A registry password, not a model provider's API key.
+                continue;
+            }
             if leak.how == "base64 wrapped at 76" && (leak.value.len() < 32 || p.contextual) {
                 // Too short for the base64 pass (see the Kubernetes case), or a token only its
                 // provider's name makes one, which a bare base64 line does not hold.
@@ -1624,7 +1662,7 @@ fn session8_samples(rng: &mut Rng) -> Vec<Sample> {
             detectors.extend_from_slice(leak.also);
             let limit = ENGINE_LIMITS.contains(&leak.how)
                 && (leak.how != "base64 wrapped at 76" || leak.value.contains('\n'))
-                && (leak.how != "env prose" || p.contextual);
+                && (!LIMITS_FOR_CONTEXT_ONLY.contains(&leak.how) || p.contextual);
             samples.push(Sample {
                 what: format!(
                     "{} / {} {}",
