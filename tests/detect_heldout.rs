@@ -1187,8 +1187,15 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
 
     let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
     let secret = rng.string(B64, 40);
-    // (`.boto` names the secret `gs_secret_access_key`, which the AWS rule reads as its own:
-    // see the report of session 8.)
+    let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
+    let secret = rng.string(B64, 40);
+    doc(
+        "gcs hmac .boto",
+        format!("[Credentials]\ngs_access_key_id = {access_id}\ngs_secret_access_key = {secret}\n\n[Boto]\nhttps_validate_certificates = True\n"),
+        vec![("secret.gcp_hmac_access_id", access_id.clone()), ("secret.gcp_hmac_secret", secret.clone())],
+    );
+    let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
+    let secret = rng.string(B64, 40);
     doc(
         "gcs hmac create output",
         format!("$ gcloud storage hmac create deployer@acme-prod.iam.gserviceaccount.com\nAccess ID:   {access_id}\nSecret:      {secret}\n"),
