@@ -1187,8 +1187,6 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
 
     let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
     let secret = rng.string(B64, 40);
-    let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
-    let secret = rng.string(B64, 40);
     doc(
         "gcs hmac .boto",
         format!("[Credentials]\ngs_access_key_id = {access_id}\ngs_secret_access_key = {secret}\n\n[Boto]\nhttps_validate_certificates = True\n"),
