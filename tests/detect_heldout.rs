@@ -289,6 +289,14 @@ fn providers() -> Vec<Provider> {
             |r| format!("AKIA{}", r.string(UPPER_B32, 16))
         ),
         p!(
+            "secret.gcp_hmac_access_id",
+            "GCS_HMAC_ACCESS_ID",
+            "storage.Client",
+            "storage.googleapis.com",
+            false,
+            |r| format!("GOOG1{}", r.string(UPPER_B32, 56))
+        ),
+        p!(
             "secret.gcp_oauth_client_secret",
             "GOOGLE_CLIENT_SECRET",
             "Flow.from_client_config",
@@ -794,6 +802,9 @@ struct Sample {
     what: String,
     text: String,
     expect: Vec<(Vec<&'static str>, Range<usize>)>,
+    /// A finding whose span holds the expected one counts too: the value sits inside a blob
+    /// the scanner decodes (a URL-encoded URL), and a finding there covers the whole blob.
+    within: bool,
 }
 
 fn span_of(text: &str, value: &str) -> Range<usize> {
@@ -830,7 +841,35 @@ const GENERIC: &[&str] = &[
     "secret.generic_terraform_default",
     "secret.generic_key_value_inline",
     "secret.generic_password_inline",
+    "secret.xml_setting_secret",
+    "secret.xml_element_password",
+    "secret.curl_user_credentials",
+    "secret.generic_cli_flag",
+    "secret.generic_auth_call",
+    "secret.xml_string_secret",
 ];
+
+/// Contexts of [`more_leaks`] measured and reported but not asserted. Three the rules cannot
+/// fix: a token glued to a colour escape (`\x1b[1m`, or `\u001b[1m` in JSON: the escape's
+/// final `m` is a word byte, so a rule's leading `\b` fails, and the folding step does not
+/// drop the escape), base64 wrapped at 76 columns (`base64` without `-w0`: each line is
+/// decoded on its own, so a token longer than 57 bytes is cut in pieces) and HTML entities
+/// (`&quot;`: not decoded, so a quoted name/value pair is not seen as one). Two left on
+/// purpose: prose naming a variable (`I set ACME_API_KEY to ...`), where a token with no prefix
+/// of its own would need a rule reading English, and a YAML flow mapping (`{ acme_api_key: v }`),
+/// which reads like a JavaScript object holding a variable.
+const ENGINE_LIMITS: &[&str] = &[
+    "ansi bare",
+    "ansi in tool result",
+    "base64 wrapped at 76",
+    "html entities",
+    "env prose",
+    "yaml flow mapping",
+];
+
+/// Of [`ENGINE_LIMITS`], those where a token with a prefix of its own is found (and asserted):
+/// only tokens that need their provider's name or a generic rule are out of reach.
+const LIMITS_FOR_CONTEXT_ONLY: &[&str] = &["html entities", "env prose", "yaml flow mapping"];
 
 /// Every way of leaking one token: `(name, text)`; the token appears in `text` verbatim except
 /// in the Kubernetes Secret, where the base64 of it does (returned as the third element).
@@ -899,6 +938,199 @@ fn leaks(p: &Provider, tok: &str) -> Vec<(&'static str, String, Option<String>)>
     ]
 }
 
+/// A leak in one of the contexts `more_leaks` writes: the bytes a detector must report (the
+/// token, or its encoded form), and who besides the provider's own rule may report them.
+struct Leak {
+    how: &'static str,
+    text: String,
+    value: String,
+    /// Detectors that may report `value` whoever the provider is (a Basic header's base64).
+    also: &'static [&'static str],
+    /// Text next to the value names what it is (`NAME=value`, `"name": "value"`): a generic
+    /// rule can see it. False where only the token's own shape can (a bare line, `-u user:tok`).
+    named: bool,
+    /// See [`Sample::within`].
+    within: bool,
+}
+
+fn upper_camel(var: &str) -> String {
+    let camel = lower_camel(var);
+    let mut c = camel.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
+}
+
+/// The contexts session 8 added: terminal captures with colour escapes, Markdown tables,
+/// XML/HTML attributes, `.properties`/INI/TOML, PowerShell and `cmd`, CI and Compose YAML,
+/// unified diffs, notebooks, Python reprs in tracebacks, URL-encoded forms, `curl -u`, Basic
+/// headers, Terraform state, YAML block scalars, CRLF files, systemd units, `kubectl`, ...
+fn more_leaks(p: &Provider, tok: &str) -> Vec<Leak> {
+    let var = p.var;
+    let low = var.to_ascii_lowercase();
+    let pascal = upper_camel(var);
+    let kebab = low.replace('_', "-");
+    let dotted = low.replace('_', ".");
+    let service = upper_camel(var.split('_').next().unwrap_or(var));
+    let ctor = p.ctor;
+    let host = p.host;
+    let query_value = tok
+        .replace('%', "%25")
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    // The value a provider rule reports in a URL: up to the first percent-escape (a generic
+    // rule reads the whole parameter).
+    let generic = p.detector == "secret.generic_api_key_quoted";
+    let url_value = |v: &str| match generic {
+        true => v.to_string(),
+        false => v[..v.find('%').unwrap_or(v.len())].to_string(),
+    };
+    let basic = b64(format!("deploy:{tok}").as_bytes());
+    let wrapped = b64(tok.as_bytes())
+        .as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ansi_tool = serde_json::json!({
+        "type": "tool_result",
+        "content": format!("\x1b[1m$ cat .env\x1b[0m\n\x1b[33m{var}\x1b[0m=\x1b[32m{tok}\x1b[0m\nPORT=8080\n"),
+    })
+    .to_string();
+    let notebook = serde_json::json!({
+        "cells": [{
+            "cell_type": "code",
+            "execution_count": 3,
+            "metadata": {},
+            "outputs": [],
+            "source": ["import os\n", format!("os.environ[\"{var}\"] = \"{tok}\"\n"), format!("client = {ctor}()")],
+        }],
+        "nbformat": 4,
+    })
+    .to_string();
+    let tf_state = format!(
+        "{{\n  \"version\": 4,\n  \"terraform_version\": \"1.9.5\",\n  \"resources\": [\n    {{\n      \"mode\": \"managed\",\n      \"type\": \"acme_integration\",\n      \"name\": \"main\",\n      \"instances\": [\n        {{\n          \"attributes\": {{\n            \"id\": \"int-7741\",\n            \"{low}\": \"{tok}\",\n            \"region\": \"eu-west-1\"\n          }},\n          \"sensitive_attributes\": []\n        }}\n      ]\n    }}\n  ]\n}}\n"
+    );
+    let twice = serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "messages": [{"role": "user", "content": serde_json::json!({"type": "tool_result", "content": format!("{var}={tok}\n")}).to_string()}],
+    })
+    .to_string();
+    let l = |how: &'static str, text: String| Leak {
+        how,
+        text,
+        value: tok.to_string(),
+        also: &[],
+        named: true,
+        within: false,
+    };
+    let bare = |how: &'static str, text: String| Leak {
+        how,
+        text,
+        value: tok.to_string(),
+        also: &[],
+        named: false,
+        within: false,
+    };
+    vec![
+        l("ansi log", format!("\x1b[2m2025-03-04T10:22:01Z\x1b[0m \x1b[32mINFO\x1b[0m loaded settings {low}={tok} region=eu\n")),
+        bare("ansi bare", format!("\x1b[32m[ok]\x1b[0m Created {var}:\n  \x1b[1m{tok}\x1b[0m\n")),
+        l("ansi in tool result", ansi_tool),
+        l("markdown table", format!("| Variable | Value |\n| --- | --- |\n| {var} | {tok} |\n| DEBUG | true |\n")),
+        l("markdown table code", format!("| `{var}` | `{tok}` | production |\n")),
+        l("xml add key", format!("<appSettings>\n  <add key=\"{pascal}\" value=\"{tok}\" />\n</appSettings>\n")),
+        l("html data attribute", format!("<div id=\"root\" data-{kebab}=\"{tok}\"></div>\n")),
+        l("html input", format!("<input type=\"hidden\" name=\"{low}\" value=\"{tok}\">\n")),
+        l("java properties", format!("app.name=shop\n{dotted}={tok}\n")),
+        l("java properties colon", format!("{dotted}: {tok}\n")),
+        l("ini", format!("[credentials]\n{low} = {tok}\ntimeout = 30\n")),
+        l("ini colon", format!("[{service}]\n{low}: {tok}\n")),
+        l("toml", format!("[env]\n{var} = \"{tok}\"\n")),
+        l("toml table", format!("[tool.app.{}]\napi_key = \"{tok}\"\n", service.to_ascii_lowercase())),
+        l("powershell env", format!("PS C:\\app> $env:{var} = \"{tok}\"\n")),
+        l("powershell env single", format!("$env:{var}='{tok}'\n")),
+        l("powershell setenv", format!("[Environment]::SetEnvironmentVariable(\"{var}\", \"{tok}\", \"User\")\n")),
+        l("windows set", format!("C:\\app> set {var}={tok}\n")),
+        l("windows setx", format!("setx {var} \"{tok}\"\n")),
+        l("github actions env", format!("jobs:\n  test:\n    runs-on: ubuntu-latest\n    env:\n      {var}: {tok}\n    steps:\n      - run: npm test\n")),
+        l("compose environment list", format!("services:\n  app:\n    image: acme/app:1.4\n    environment:\n      - {var}={tok}\n      - LOG_LEVEL=debug\n")),
+        l("compose environment map", format!("    environment:\n      {var}: \"{tok}\"\n")),
+        l("diff added", format!("--- a/.env\n+++ b/.env\n@@ -1,2 +1,2 @@\n DEBUG=true\n-{var}=\n+{var}={tok}\n")),
+        l("diff removed", format!("@@ -3,1 +3,1 @@\n-{var}={tok}\n+{var}=${{{var}}}\n")),
+        l("diff code", format!("@@ -10,3 +10,3 @@\n-    client = {ctor}()\n+    client = {ctor}(api_key=\"{tok}\")\n")),
+        l("jupyter cell", notebook),
+        l("traceback dict repr", format!("Traceback (most recent call last):\n  File \"/app/main.py\", line 42, in <module>\n    client.connect()\nConnectionError: bad config {{'{low}': '{tok}', 'timeout': 30}}\n")),
+        l("log headers repr", format!("2025-03-04 10:22:01,123 DEBUG send headers={{'Authorization': 'Bearer {tok}', 'User-Agent': 'python-requests/2.32.3'}}\n")),
+        Leak {
+            how: "url-encoded nested",
+            text: format!("GET /login?next=https%3A%2F%2F{host}%2Fv1%2Fitems%3F{low}%3D{}%26page%3D2 HTTP/1.1\n", query_value.replace('%', "%25")),
+            value: url_value(&query_value.replace('%', "%25")),
+            also: &[],
+            named: true,
+            within: true,
+        },
+        Leak {
+            how: "form body",
+            text: format!("curl -X POST https://{host}/v1/session -d \"grant_type=client_credentials&{low}={query_value}&scope=all\"\n"),
+            value: url_value(&query_value),
+            also: &[],
+            named: true,
+            within: true,
+        },
+        bare("curl -u user", format!("curl -u deploy:{tok} https://{host}/v1/me\n")),
+        bare("curl -u key", format!("curl https://{host}/v1/items \\\n  -u {tok}:\n")),
+        Leak {
+            how: "basic header",
+            text: format!("GET /v1/me HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {basic}\r\n\r\n"),
+            value: basic.clone(),
+            also: &["secret.authorization_basic"],
+            named: false,
+            within: true,
+        },
+        l("terraform state", tf_state),
+        l("shell single-quoted env", format!("docker run --rm -e '{var}={tok}' acme/app:latest\n")),
+        l("shell single-quoted header", format!("curl -s -H 'Authorization: Bearer {tok}' https://{host}/v1/me\n")),
+        Leak {
+            how: "base64 wrapped at 76",
+            text: format!("$ printf %s \"${var}\" | base64\n{wrapped}\n$ \n"),
+            value: wrapped.clone(),
+            also: &[],
+            named: false,
+            within: false,
+        },
+        l("yaml block scalar", format!("app:\n  env_file: |\n    DEBUG=true\n    {var}={tok}\n  replicas: 2\n")),
+        l("yaml block scalar value", format!("secrets:\n  {low}: |\n    {tok}\n  region: eu\n")),
+        l("shell prompt", format!("dev@box:~/app$ export {var}={tok}\n")),
+        l("windows prompt", format!("C:\\Users\\dev\\app>set {var}={tok}\n")),
+        l("dotenv crlf", format!("DEBUG=true\r\n{var}={tok}\r\nPORT=8080\r\n")),
+        l("systemd unit", format!("[Service]\nEnvironment=\"{var}={tok}\"\nExecStart=/usr/bin/app\n")),
+        l("kubectl from-literal", format!("kubectl create secret generic app --from-literal={var}={tok} -n prod\n")),
+        l("fish set", format!("set -gx {var} {tok}\n")),
+        l("docker run -e", format!("docker run -e {var}={tok} -p 8080:8080 acme/app\n")),
+        l("json escaped twice", twice),
+        l("csv", format!("name,value,updated\n{var},{tok},2025-03-04\n")),
+        l("dotnet user secrets", format!("{{\n  \"{service}:ApiKey\": \"{tok}\"\n}}\n")),
+        l("curl verbose", format!("> GET /v1/models HTTP/2\n> Host: {host}\n> Authorization: Bearer {tok}\n> User-Agent: curl/8.5.0\n")),
+        l("gradle buildConfigField", format!("buildConfigField(\"String\", \"{var}\", \"\\\"{tok}\\\"\")\n")),
+        l("sql insert", format!("INSERT INTO settings (name, value) VALUES ('{var}', '{tok}');\n")),
+        l("helm --set", format!("helm upgrade app ./chart --set env.{var}={tok} --namespace prod\n")),
+        l("go struct", format!("\tcfg := {service}Config{{\n\t\tAPIKey: \"{tok}\",\n\t}}\n")),
+        l("yaml camel", format!("{service}:\n  apiKey: {tok}\n")),
+        l("cli flag", format!("acme deploy --prod --{kebab} {tok} --region eu\n")),
+        l("cli flag equals", format!("acme deploy --{kebab}={tok} --yes\n")),
+        l("plist", format!("<dict>\n\t<key>{pascal}</key>\n\t<string>{tok}</string>\n</dict>\n")),
+        l("android strings", format!("<resources>\n    <string name=\"{low}\">{tok}</string>\n</resources>\n")),
+        l("yaml flow mapping", format!("credentials: {{ {low}: {tok}, region: eu }}\n")),
+        l("html entities", format!("<pre>{{&quot;{low}&quot;: &quot;{tok}&quot;}}</pre>\n")),
+        bare("requests auth tuple", format!("r = requests.get(url, auth=(\"deploy\", \"{tok}\"))\n")),
+        bare("go basic auth", format!("\treq.SetBasicAuth(\"deploy\", \"{tok}\")\n")),
+        bare("reqwest bearer", format!("    .bearer_auth(\"{tok}\")\n")),
+        bare("docker login", format!("docker login -u deploy -p {tok} registry.acme.test\n")),
+        l("env prose", format!("I set {var} to {tok} but every call still fails with 401, any idea?\n")),
+    ]
+}
+
 /// Multi-part credentials: files whose shape is the format (key pairs, service-account JSON,
 /// connection strings, private keys, database URIs).
 fn documents(rng: &mut Rng) -> Vec<Sample> {
@@ -912,6 +1144,7 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
             what: what.to_string(),
             text,
             expect,
+            within: false,
         });
     };
 
@@ -950,6 +1183,21 @@ fn documents(rng: &mut Rng) -> Vec<Sample> {
             ("secret.aws_secret_access_key", secret.clone()),
             ("secret.aws_session_token", session.clone()),
         ],
+    );
+
+    let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
+    let secret = rng.string(B64, 40);
+    doc(
+        "gcs hmac .boto",
+        format!("[Credentials]\ngs_access_key_id = {access_id}\ngs_secret_access_key = {secret}\n\n[Boto]\nhttps_validate_certificates = True\n"),
+        vec![("secret.gcp_hmac_access_id", access_id.clone()), ("secret.gcp_hmac_secret", secret.clone())],
+    );
+    let access_id = format!("GOOG1{}", rng.string(UPPER_B32, 56));
+    let secret = rng.string(B64, 40);
+    doc(
+        "gcs hmac create output",
+        format!("$ gcloud storage hmac create deployer@acme-prod.iam.gserviceaccount.com\nAccess ID:   {access_id}\nSecret:      {secret}\n"),
+        vec![("secret.gcp_hmac_access_id", access_id.clone()), ("secret.gcp_hmac_secret", secret.clone())],
     );
 
     let key_id = rng.hex(40);
@@ -1319,6 +1567,19 @@ fn look_alikes(rng: &mut Rng) -> Vec<(&'static str, String)> {
         ("data uri", format!("background: url(data:image/png;base64,{});\n", b64(&(0..48).map(|_| rng.next() as u8).collect::<Vec<u8>>()))),
         ("aws arn", "role_arn = \"arn:aws:iam::123456789012:role/deploy-token-refresher\"\n".to_string()),
         ("mixed-case identifier", "const tokenRefreshHandlerName = \"handleTokenRefreshRequest\";\n".to_string()),
+        // Session 8: flags, auth calls, app config files, tables, prompts that hold no secret.
+        ("cli flag from env", "acme deploy --api-key \"$ACME_API_KEY\" --region eu-west-1\n".to_string()),
+        ("openssl key file", "openssl req -new -key /etc/ssl/private/server-2025.key -out server.csr\n".to_string()),
+        ("cli sort key", "kubectl get pods --sort-key .metadata.creationTimestamp -o wide\n".to_string()),
+        ("auth tuple from vars", "r = requests.get(url, auth=(settings.api_user, settings.api_password))\n".to_string()),
+        ("plist bundle id", "<key>CFBundleIdentifier</key>\n<string>com.acme.tokenwallet2</string>\n".to_string()),
+        ("android string label", "<string name=\"api_key_label\">Your API key</string>\n".to_string()),
+        ("markdown table of names", "| Variable | Description |\n|---|---|\n| `ACME_API_KEY` | The key from the dashboard |\n".to_string()),
+        ("prompt without secret", "dev@box:~/app$ export ACME_API_KEY=$(cat ~/.acme/key)\n".to_string()),
+        ("diff of a reference", "-ACME_API_KEY=\n+ACME_API_KEY=${ACME_API_KEY}\n".to_string()),
+        ("csv of names", "name,description,required\nACME_API_KEY,the key from the dashboard,yes\n".to_string()),
+        ("curl user from env", "curl -u \"$CI_USER:$CI_TOKEN\" https://ci.acme.test/api/json\n".to_string()),
+        ("gcs access id short", "gcloud storage hmac describe GOOG1ABCDEFGHIJKLMNOP\n".to_string()),
     ]
 }
 
@@ -1356,6 +1617,73 @@ fn unnamed_services() -> Vec<Provider> {
     ]
 }
 
+/// Every provider (and unnamed service) leaked in the contexts of [`more_leaks`].
+fn session8_samples(rng: &mut Rng) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for p in providers().into_iter().chain(unnamed_services()) {
+        let tok = (p.make)(rng);
+        let generic_only = p.detector == "secret.generic_api_key_quoted";
+        let password = p.var.ends_with("PASSWORD");
+        if password && tok.starts_with(['%', ':', '[', '(', '!', '&', '|', '>']) {
+            // The password rules leave a value that opens like a YAML tag, anchor or block
+            // (`!vault`, `&default`, `|`) alone, by design.
+            continue;
+        }
+        for leak in more_leaks(&p, &tok) {
+            if generic_only && !leak.named {
+                // Nothing says what an unnamed service's value is: no rule can know.
+                continue;
+            }
+            if password
+                && matches!(
+                    leak.how,
+                    "log headers repr"
+                        | "shell single-quoted header"
+                        | "curl verbose"
+                        | "curl -u key"
+                        | "diff code"
+                        | "dotnet user secrets"
+                        | "toml table"
+                        | "go struct"
+                        | "yaml camel"
+                )
+            {
+                // A database password is not sent as a bearer token or named an API key.
+                continue;
+            }
+            if p.contextual && leak.how == "docker login" {
+                // A registry password, not a model provider's API key.
+                continue;
+            }
+            if leak.how == "base64 wrapped at 76" && (leak.value.len() < 32 || p.contextual) {
+                // Too short for the base64 pass (see the Kubernetes case), or a token only its
+                // provider's name makes one, which a bare base64 line does not hold.
+                continue;
+            }
+            let mut detectors = vec![p.detector];
+            if p.contextual {
+                detectors.extend_from_slice(GENERIC);
+            }
+            detectors.extend_from_slice(leak.also);
+            let limit = ENGINE_LIMITS.contains(&leak.how)
+                && (leak.how != "base64 wrapped at 76" || leak.value.contains('\n'))
+                && (!LIMITS_FOR_CONTEXT_ONLY.contains(&leak.how) || p.contextual);
+            samples.push(Sample {
+                what: format!(
+                    "{} / {} {}",
+                    p.detector,
+                    if limit { "s8-limit" } else { "s8" },
+                    leak.how
+                ),
+                expect: vec![(detectors, span_of(&leak.text, &leak.value))],
+                text: leak.text,
+                within: leak.within,
+            });
+        }
+    }
+    samples
+}
+
 fn build_samples(seed: u64) -> (Vec<Sample>, usize) {
     let mut rng = Rng(seed);
     let mut samples = Vec::new();
@@ -1391,9 +1719,11 @@ fn build_samples(seed: u64) -> (Vec<Sample>, usize) {
                 what: format!("{} / {how}", p.detector),
                 text,
                 expect: vec![(detectors, span)],
+                within: false,
             });
         }
     }
+    samples.extend(session8_samples(&mut rng));
     samples.extend(documents(&mut rng));
     let positives = samples.len();
     for (what, text) in look_alikes(&mut rng) {
@@ -1401,6 +1731,7 @@ fn build_samples(seed: u64) -> (Vec<Sample>, usize) {
             what: format!("look-alike / {what}"),
             text,
             expect: Vec::new(),
+            within: false,
         });
     }
     (samples, positives)
@@ -1409,11 +1740,14 @@ fn build_samples(seed: u64) -> (Vec<Sample>, usize) {
 /// What went wrong with one sample, if anything.
 fn judge(scanner: &Scanner, s: &Sample) -> (Vec<String>, Vec<String>) {
     let found: Vec<Finding> = scanner.scan(s.text.as_bytes());
+    let covers = |f: &Finding, span: &Range<usize>| {
+        f.span == *span || s.within && f.span.start <= span.start && f.span.end >= span.end
+    };
     let mut missing = Vec::new();
     for (detectors, span) in &s.expect {
         if !found
             .iter()
-            .any(|f| &f.span == span && detectors.contains(&&*f.detector))
+            .any(|f| covers(f, span) && detectors.contains(&&*f.detector))
         {
             let got: Vec<String> = found
                 .iter()
@@ -1430,7 +1764,7 @@ fn judge(scanner: &Scanner, s: &Sample) -> (Vec<String>, Vec<String>) {
         .filter(|f| {
             !s.expect
                 .iter()
-                .any(|(d, span)| &f.span == span && d.contains(&&*f.detector))
+                .any(|(d, span)| covers(f, span) && d.contains(&&*f.detector))
         })
         .map(|f| {
             format!(
@@ -1482,18 +1816,31 @@ fn held_out_style_leaks_are_found_at_their_offsets_and_look_alikes_are_not() {
     let mut positives_total = 0;
     let mut missing = Vec::new();
     let mut unexpected = Vec::new();
+    // Session 8's contexts, and among them the engine's known limits (not asserted).
+    let (mut s8, mut s8_missed) = (0, 0);
+    let (mut limits, mut limits_missed) = (0, 0);
     for seed in [0x5EED_0001_u64, 0xC0FF_EE00_1234_5678, 0x0DDB_A11F_00D0] {
         let (samples, positives) = build_samples(seed);
         total += samples.len();
         positives_total += positives;
         for s in &samples {
             let (m, u) = judge(&scanner, s);
+            if s.what.contains(" / s8-limit ") {
+                limits += 1;
+                limits_missed += usize::from(!m.is_empty());
+                continue;
+            }
+            if s.what.contains(" / s8 ") {
+                s8 += 1;
+                s8_missed += usize::from(!m.is_empty());
+            }
             missing.extend(m);
             unexpected.extend(u);
         }
     }
     eprintln!(
-        "held-out: {positives_total} leaks, {} look-alikes, {} missed, {} false or extra reports",
+        "held-out: {} leaks ({s8} in session-8 contexts, {s8_missed} of them missed), {} look-alikes, {} missed, {} false or extra reports; engine limits (not asserted): {limits} leaks, {limits_missed} missed",
+        positives_total - limits,
         total - positives_total,
         missing.len(),
         unexpected.len()
