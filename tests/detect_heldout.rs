@@ -850,16 +850,15 @@ const GENERIC: &[&str] = &[
 ];
 
 /// Contexts of [`more_leaks`] measured and reported but not asserted. Three the rules cannot
-/// fix: a token glued to a colour escape (`\x1b[1m`, or `\u001b[1m` in JSON: the escape's
-/// final `m` is a word byte, so a rule's leading `\b` fails, and the folding step does not
-/// drop the escape), base64 wrapped at 76 columns (`base64` without `-w0`: each line is
+/// fix: a token glued to a colour escape written as JSON's `\u001b[1m` in raw JSON (the
+/// escape's final `m` is a word byte, so a rule's leading `\b` fails; folding drops the raw
+/// escape, `\x1b[1m`, but reads no JSON), base64 wrapped at 76 columns (`base64` without `-w0`: each line is
 /// decoded on its own, so a token longer than 57 bytes is cut in pieces) and HTML entities
 /// (`&quot;`: not decoded, so a quoted name/value pair is not seen as one). Two left on
 /// purpose: prose naming a variable (`I set ACME_API_KEY to ...`), where a token with no prefix
 /// of its own would need a rule reading English, and a YAML flow mapping (`{ acme_api_key: v }`),
 /// which reads like a JavaScript object holding a variable.
 const ENGINE_LIMITS: &[&str] = &[
-    "ansi bare",
     "ansi in tool result",
     "base64 wrapped at 76",
     "html entities",

@@ -51,6 +51,7 @@ proptest! {
                 Just("ghp_".to_string()), Just("AKIA".to_string()), Just("@".to_string()),
                 Just("+44 ".to_string()), Just("\u{200B}".to_string()), Just("ｓｋ-".to_string()),
                 Just("%3D%41".to_string()), Just("eyJ".to_string()), Just("=".to_string()),
+                Just("\x1b[".to_string()), Just("\x1b[1;3".to_string()), Just("m".to_string()),
                 "[A-Za-z0-9+/]{0,64}", "[0-9 -]{0,24}", any::<String>(),
             ],
             0..48,
@@ -79,6 +80,25 @@ proptest! {
         let found = scanner().scan(input.as_bytes());
         prop_assert!(
             found.iter().any(|f| &*f.detector == "secret.aws_access_key_id" && f.span == span),
+            "{input:?}: {found:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_in_coloured_terminal_output_is_found_over_its_original_bytes(
+        key in aws_key(),
+        colour in "\\x1b\\[(?:[0-9]{1,3}(?:;[0-9]{1,3}){0,4})?m",
+        reset in prop_oneof![Just(""), Just("\x1b[0m"), Just("\x1b[K")],
+        prefix in "[a-z ]{0,20}",
+    ) {
+        // The sequence's final `m` is a word byte: glued to the key, it hid it from the rule's
+        // leading `\b` until folding dropped such sequences.
+        let input = format!("{prefix}$ env\n{colour}{key}{reset}\n");
+        let start = input.find(&key).expect("embedded");
+        let found = scanner().scan(input.as_bytes());
+        prop_assert!(
+            found.iter().any(|f| &*f.detector == "secret.aws_access_key_id"
+                && f.span == (start..start + key.len())),
             "{input:?}: {found:?}"
         );
     }

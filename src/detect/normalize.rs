@@ -4,7 +4,8 @@
 //! pays nothing but one `is_ascii` pass and one table-driven blob sweep:
 //!
 //! - [`Folded`]: zero-width and bidi controls dropped, full-width and compatibility forms folded
-//!   (NFKC, per character), so `ｓｋ-…` or a key with U+200B inside still matches its rule.
+//!   (NFKC, per character), so `ｓｋ-…` or a key with U+200B inside still matches its rule;
+//!   terminal control sequences (`ESC [ 32 m`) dropped too, so a token in coloured output does.
 //! - [`find_blobs`]: base64, hex and URL-percent runs long enough to hide a secret, decoded when
 //!   the result looks like text. The scanner scans the decoded bytes again (bounded depth and
 //!   total size) and reports what it finds at the blob's span.
@@ -65,8 +66,12 @@ impl Folded {
     /// characters that are already in their folded form: the common case for non-English text).
     pub fn new(input: &[u8]) -> Option<Self> {
         // One pass: nothing is allocated until the first character that folds.
-        let mut chars = NonAscii::new(input)
-            .filter_map(|(at, c, len)| c.filter(|&c| folds(c)).map(|c| (at, c, len)))
+        let mut chars = Specials::new(input)
+            .filter_map(|(at, special, len)| match special {
+                Special::Char(c) if folds(c) => Some((at, Some(c), len)),
+                Special::Char(_) | Special::Invalid => None,
+                Special::Control => Some((at, None, len)),
+            })
             .peekable();
         chars.peek()?;
         let mut folded = Folded {
@@ -77,9 +82,10 @@ impl Folded {
         for (at, c, len) in chars {
             folded.verbatim(&input[verbatim_from..at], verbatim_from);
             verbatim_from = at + len;
-            if is_invisible(c) {
+            // Dropped: a control sequence, or a character that renders as nothing.
+            let Some(c) = c.filter(|&c| !is_invisible(c)) else {
                 continue;
-            }
+            };
             let out = folded.text.len();
             let mut buf = [0u8; 4];
             for f in std::iter::once(c).nfkc() {
@@ -136,33 +142,77 @@ impl Folded {
 }
 
 /// The non-ASCII characters of `input`: `(offset, char or None for an invalid byte, length)`.
-/// Skips ASCII a vector step at a time ([`classify::next_non_ascii`]), so mostly-ASCII text
-/// costs little more than a memory read.
-struct NonAscii<'a> {
+/// What folding finds at a byte [`classify::is_special`] marks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Special {
+    /// A character outside ASCII.
+    Char(char),
+    /// A byte from `0x80` that starts no valid UTF-8 character, or an escape that starts no
+    /// control sequence: left as it is.
+    Invalid,
+    /// A terminal control sequence (`ESC [ 1 ; 32 m`: colours, cursor moves): it renders as
+    /// nothing, so it is dropped like an invisible character. Terminal output an agent sends
+    /// is full of them, and one glued to a token (`\x1b[32mghp_...`) hid the token from
+    /// every rule that opens with `\b` (the sequence's final `m` is a word byte).
+    Control,
+}
+
+/// The length of the control sequence (CSI: `ESC [`, parameter bytes `0x30-0x3F`,
+/// intermediate bytes `0x20-0x2F`, a final byte `0x40-0x7E`) at the start of `bytes`, if one
+/// is there. Parameters are bounded (a real sequence holds a few numbers), so that an escape
+/// followed by a long run of digits is not taken for one.
+fn control_sequence(bytes: &[u8]) -> Option<usize> {
+    const MAX_PARAMETERS: usize = 32;
+    let rest = bytes.strip_prefix(&[classify::ESCAPE, b'['])?;
+    let parameters = rest
+        .iter()
+        .take(MAX_PARAMETERS + 1)
+        .take_while(|b| (0x30..=0x3F).contains(*b))
+        .count();
+    let intermediates = rest[parameters..]
+        .iter()
+        .take(4)
+        .take_while(|b| (0x20..=0x2F).contains(*b))
+        .count();
+    let last = 2 + parameters + intermediates;
+    (parameters <= MAX_PARAMETERS && (0x40..=0x7E).contains(bytes.get(last)?)).then_some(last + 1)
+}
+
+/// Every byte of the input folding must look at ([`classify::is_special`]), as
+/// `(offset, what, length)`. Skips plain ASCII a vector step at a time
+/// ([`classify::next_special`]), so mostly-ASCII text costs little more than a memory read.
+struct Specials<'a> {
     input: &'a [u8],
     at: usize,
 }
 
-impl<'a> NonAscii<'a> {
+impl<'a> Specials<'a> {
     fn new(input: &'a [u8]) -> Self {
-        NonAscii { input, at: 0 }
+        Specials { input, at: 0 }
     }
 }
 
-impl Iterator for NonAscii<'_> {
-    type Item = (usize, Option<char>, usize);
+impl Iterator for Specials<'_> {
+    type Item = (usize, Special, usize);
 
     fn next(&mut self) -> Option<Self::Item> {
         let input = self.input;
-        let at = classify::next_non_ascii(input, self.at)?;
-        let head = &input[at..input.len().min(at + 4)];
-        let c = head
-            .utf8_chunks()
-            .next()
-            .and_then(|chunk| chunk.valid().chars().next());
-        let len = c.map_or(1, char::len_utf8);
+        let at = classify::next_special(input, self.at)?;
+        let (special, len) = if input[at] == classify::ESCAPE {
+            match control_sequence(&input[at..]) {
+                Some(len) => (Special::Control, len),
+                None => (Special::Invalid, 1),
+            }
+        } else {
+            let head = &input[at..input.len().min(at + 4)];
+            let c = head
+                .utf8_chunks()
+                .next()
+                .and_then(|chunk| chunk.valid().chars().next());
+            c.map_or((Special::Invalid, 1), |c| (Special::Char(c), c.len_utf8()))
+        };
         self.at = at + len;
-        Some((at, c, len))
+        Some((at, special, len))
     }
 }
 
@@ -464,6 +514,25 @@ mod tests {
         let folded = Folded::new(input).expect("needs folding");
         assert_eq!(folded.text, b"key=ABCD end");
         assert_eq!(folded.original(4..8), 4..11);
+    }
+
+    #[test]
+    fn terminal_control_sequences_are_dropped_and_map_back() {
+        let input = b"\x1b[1;32mghp_AB\x1b[0m CD\x1b[2K";
+        let folded = Folded::new(input).expect("needs folding");
+        assert_eq!(folded.text, b"ghp_AB CD");
+        assert_eq!(folded.original(0..6), 7..13);
+        assert_eq!(folded.original(7..9), 18..20);
+        // An escape that opens no sequence, or one with a parameter run too long to be one,
+        // is left alone.
+        for plain in [&b"a\x1b b"[..], b"a\x1b[", b"\x1b[12", b"\x1b]8;;x\x07"] {
+            assert!(Folded::new(plain).is_none(), "{plain:?}");
+        }
+        let long = [&b"\x1b["[..], &[b'1'; 40], b"m"].concat();
+        assert!(Folded::new(&long).is_none());
+        assert_eq!(control_sequence(b"\x1b[m"), Some(3));
+        assert_eq!(control_sequence(b"\x1b[?25h"), Some(6));
+        assert_eq!(control_sequence(b"\x1b[1 q"), Some(5));
     }
 
     #[test]
