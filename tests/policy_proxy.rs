@@ -315,6 +315,11 @@ async fn evasions_escapes_and_split_values_are_still_caught() {
         format!(r#"{{"model":"m","max_tokens":8,"messages":[{{"role":"user","content":"a \u0041{} b"}}]}}"#, &AWS_KEY[1..]),
         json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": [
             {"type": "text", "text": format!("a {left}")}, {"type": "text", "text": format!("{right} b")}]}]}).to_string(),
+        // Coloured terminal output in a tool result: the colour code's final `m` is glued to
+        // the key.
+        json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1",
+             "content": format!("\u{1b}[1m$ env\u{1b}[0m\nAWS=\u{1b}[32m{AWS_KEY}\u{1b}[0m\n")}]}]}).to_string(),
     ];
     for body in bodies {
         let response = post(
