@@ -506,7 +506,7 @@ mod tests {
     fn the_first_special_byte_is_found_wherever_it_sits() {
         // One byte from 0x80, or an escape, at every offset of several vector steps, searched
         // for from every start around it: the vector skip and the byte-wise tail must agree.
-        // The bytes beside the escape (0x1A, 0x1C, 0x9B) are ASCII but for 0x9B.
+        // The bytes beside the escape (0x1A, 0x1C) and DEL are not special.
         let len = 3 * 128 + 41;
         for high in [0x80u8, 0xC3, 0xFF, ESCAPE] {
             for at in 0..len {

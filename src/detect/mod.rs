@@ -4,7 +4,8 @@
 //! its own examples and counter-examples. A keyword prefilter (every rule keyword, found through
 //! a table of rare trigrams: `prefilter`) decides which rules' regexes run at all, and where, so
 //! the cost of a scan grows with what is *in* the input, not with the number of rules. Digit and
-//! base64 runs are found from 64-byte SIMD class bitmasks (`classify`).
+//! base64 runs are found from 64-byte SIMD class bitmasks (`classify`); rules without a keyword
+//! wake on digit runs long enough for them (`digits`).
 //!
 //! The path of one scan:
 //!

@@ -141,7 +141,6 @@ impl Folded {
     }
 }
 
-/// The non-ASCII characters of `input`: `(offset, char or None for an invalid byte, length)`.
 /// What folding finds at a byte [`classify::is_special`] marks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Special {
@@ -160,7 +159,9 @@ enum Special {
 /// The length of the control sequence (CSI: `ESC [`, parameter bytes `0x30-0x3F`,
 /// intermediate bytes `0x20-0x2F`, a final byte `0x40-0x7E`) at the start of `bytes`, if one
 /// is there. Parameters are bounded (a real sequence holds a few numbers), so that an escape
-/// followed by a long run of digits is not taken for one.
+/// followed by a long run of digits is not taken for one. Without parameters, only the finals
+/// that programs write that way (`ESC [ m` reset, `K` and `J` erase, `H` home) end one: any
+/// letter is a final byte, and `ESC [` straight before `AKIA...` must not eat the `A`.
 fn control_sequence(bytes: &[u8]) -> Option<usize> {
     const MAX_PARAMETERS: usize = 32;
     let rest = bytes.strip_prefix(&[classify::ESCAPE, b'['])?;
@@ -175,7 +176,12 @@ fn control_sequence(bytes: &[u8]) -> Option<usize> {
         .take_while(|b| (0x20..=0x2F).contains(*b))
         .count();
     let last = 2 + parameters + intermediates;
-    (parameters <= MAX_PARAMETERS && (0x40..=0x7E).contains(bytes.get(last)?)).then_some(last + 1)
+    let end = *bytes.get(last)?;
+    let ends = match parameters + intermediates {
+        0 => b"mKJH".contains(&end),
+        _ => (0x40..=0x7E).contains(&end),
+    };
+    (parameters <= MAX_PARAMETERS && ends).then_some(last + 1)
 }
 
 /// Every byte of the input folding must look at ([`classify::is_special`]), as
@@ -531,6 +537,9 @@ mod tests {
         let long = [&b"\x1b["[..], &[b'1'; 40], b"m"].concat();
         assert!(Folded::new(&long).is_none());
         assert_eq!(control_sequence(b"\x1b[m"), Some(3));
+        assert_eq!(control_sequence(b"\x1b[K"), Some(3));
+        assert_eq!(control_sequence(b"\x1b[AKIA"), None);
+        assert_eq!(control_sequence(b"\x1b[1A"), Some(4));
         assert_eq!(control_sequence(b"\x1b[?25h"), Some(6));
         assert_eq!(control_sequence(b"\x1b[1 q"), Some(5));
     }
