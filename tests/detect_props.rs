@@ -13,6 +13,18 @@ fn scanner() -> &'static Scanner {
     SCANNER.get_or_init(|| Scanner::builtin().expect("shipped rules load"))
 }
 
+/// Passes when the scanner reports an AWS access key id over exactly `span` of `input`.
+fn aws_key_found_at(input: &str, span: std::ops::Range<usize>) -> Result<(), TestCaseError> {
+    let found = scanner().scan(input.as_bytes());
+    prop_assert!(
+        found
+            .iter()
+            .any(|f| &*f.detector == "secret.aws_access_key_id" && f.span == span),
+        "{input:?}: {found:?}"
+    );
+    Ok(())
+}
+
 fn assert_spans_inside(input: &[u8]) {
     for finding in scanner().scan(input) {
         assert!(
@@ -76,12 +88,7 @@ proptest! {
         let obfuscated: String = obfuscated.into_iter().collect();
         let input = format!("{prefix}aws_key = \"{obfuscated}\"\n");
         let start = input.find(&obfuscated).expect("embedded");
-        let span = start..start + obfuscated.len();
-        let found = scanner().scan(input.as_bytes());
-        prop_assert!(
-            found.iter().any(|f| &*f.detector == "secret.aws_access_key_id" && f.span == span),
-            "{input:?}: {found:?}"
-        );
+        aws_key_found_at(&input, start..start + obfuscated.len())?;
     }
 
     #[test]
@@ -95,12 +102,7 @@ proptest! {
         // leading `\b` until folding dropped such sequences.
         let input = format!("{prefix}$ env\n{colour}{key}{reset}\n");
         let start = input.find(&key).expect("embedded");
-        let found = scanner().scan(input.as_bytes());
-        prop_assert!(
-            found.iter().any(|f| &*f.detector == "secret.aws_access_key_id"
-                && f.span == (start..start + key.len())),
-            "{input:?}: {found:?}"
-        );
+        aws_key_found_at(&input, start..start + key.len())?;
     }
 
     #[test]
@@ -110,12 +112,7 @@ proptest! {
             .map(|c| char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap_or(c))
             .collect();
         let input = format!("creds: {wide} ok");
-        let span = 7..7 + wide.len();
-        let found = scanner().scan(input.as_bytes());
-        prop_assert!(
-            found.iter().any(|f| &*f.detector == "secret.aws_access_key_id" && f.span == span),
-            "{input:?}: {found:?}"
-        );
+        aws_key_found_at(&input, 7..7 + wide.len())?;
     }
 
     #[test]
@@ -124,12 +121,7 @@ proptest! {
             .encode(format!("export AWS_ACCESS_KEY_ID={key}\n# {pad}\n"));
         let input = format!("{{\"env\":\"{blob}\"}}");
         let start = input.find(&blob).expect("embedded");
-        let found = scanner().scan(input.as_bytes());
-        prop_assert!(
-            found.iter().any(|f| &*f.detector == "secret.aws_access_key_id"
-                && f.span == (start..start + blob.len())),
-            "{input:?}: {found:?}"
-        );
+        aws_key_found_at(&input, start..start + blob.len())?;
     }
 }
 
